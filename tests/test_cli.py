@@ -1,0 +1,89 @@
+"The command line as a user runs it: a subprocess, offline, with real files."
+import json, re
+from pathlib import Path
+import pytest
+from conftest import run_cli
+
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+
+def assert_user_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    for n in needles: assert n in r.stderr, r.stderr
+
+def test_help_lists_commands():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for c in ("quickstart", "train", "eval", "chat", "merge"): assert c in r.stdout
+
+def test_bad_model_says_what_was_tried(tmp_path):
+    r = run_cli("train", "--model", "nobody/no-such-model", "--runs-dir", tmp_path, env=OFFLINE)
+    assert_user_error(r, "could not find model 'nobody/no-such-model'", "Tried:", "local folder", "HF_HUB_OFFLINE")
+    assert not any(tmp_path.iterdir()), "a failed start must not leave a run folder"
+
+def test_bad_data_is_located(tmp_path):
+    bad = tmp_path/"bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n'
+                   '{"messages": [{"role": "user", "content": "hi"}]}\n'
+                   'not json\n')
+    r = run_cli("train", "--data", bad, "--runs-dir", tmp_path/"runs", env=OFFLINE)
+    assert_user_error(r, f"{bad}:2: messages: no assistant turn", f"{bad}:3: (line): invalid JSON")
+    assert bad.read_text().count("\n") == 3
+
+def test_bad_config_names_the_key(tmp_path):
+    cfg = tmp_path/"c.yaml"
+    cfg.write_text("learnig_rate: 0.001\nepochs: many\n")
+    r = run_cli("train", cfg)
+    assert_user_error(r, "key 'learnig_rate': unknown key (did you mean 'learning_rate'?)", "key 'epochs'")
+    r = run_cli("train", "--batch-size", "0.5")
+    assert_user_error(r, "command line: key 'batch_size'")
+
+def test_default_alias_offline_with_empty_cache(tmp_path):
+    "HF_HUB_OFFLINE=1, an empty finetune_kit cache and an empty HF cache: the alias still resolves, from the bundled GGUF."
+    env = {**OFFLINE, "FINETUNE_KIT_CACHE": str(tmp_path/"ftk"), "HF_HOME": str(tmp_path/"hf")}
+    code = ("from finetune_kit.model import load_model, resolve_model; p = resolve_model('smollm2-135m'); "
+            "m, t = load_model('smollm2-135m'); print(p); print(t.eos_token, sum(x.numel() for x in m.parameters()))")
+    import subprocess, sys, os
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    path = Path(r.stdout.splitlines()[0])
+    assert path.is_relative_to(tmp_path/"ftk") and (path/"model.safetensors").is_file()
+    assert "converting" in r.stderr
+    assert r.stdout.splitlines()[1].startswith("<|im_end|> 134")
+    # the second load finds the converted checkpoint: no conversion again
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert r.returncode == 0 and "converting" not in r.stderr
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    "The README's main job, offline, on the default model and the sample data."
+    runs = tmp_path_factory.mktemp("runs")
+    r = run_cli("quickstart", "--runs-dir", runs, "--run-name", "qs", env=OFFLINE, timeout=1500)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    return runs/"qs", r
+
+def test_quickstart_beats_base_model(quickstart):
+    run, r = quickstart
+    m = re.search(r"accuracy ([\d.]+)% vs ([\d.]+)% for the base model on (\d+) test examples", r.stdout)
+    assert m, r.stdout[-3000:]
+    tuned, base, n = float(m[1]), float(m[2]), int(m[3])
+    print(f"quickstart: fine-tuned {tuned}% vs base {base}% on {n} test examples")
+    assert n == 80 and tuned >= base + 50 and tuned >= 80
+    report = json.loads((run/"eval_test.json").read_text())
+    assert report["finetuned"]["loss"] < report["base"]["loss"]
+
+def test_eval_chat_and_merge_on_the_run(quickstart, tmp_path):
+    run, _ = quickstart
+    r = run_cli("eval", run, "--split", "validation", "--max-examples", "8", env=OFFLINE)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| accuracy |" in r.stdout and (run/"eval_validation.md").is_file()
+    from finetune_kit.sample_data import SYSTEM_PROMPT
+    r = run_cli("chat", run, "--system", SYSTEM_PROMPT, "-m", "Hi, I was charged twice for my order, please refund one.", env=OFFLINE)
+    assert r.returncode == 0 and r.stdout.strip() == "billing", (r.stdout, r.stderr[-2000:])
+    out = tmp_path/"merged"
+    r = run_cli("merge", run, out, env=OFFLINE)
+    assert r.returncode == 0 and (out/"model.safetensors").is_file(), r.stderr[-3000:]
+    r = run_cli("merge", run, out, env=OFFLINE)
+    assert_user_error(r, "not empty")
+    r = run_cli("chat", out, "--system", SYSTEM_PROMPT, "-m", "My parcel is stuck in customs.", env=OFFLINE)
+    assert r.returncode == 0 and r.stdout.strip() == "shipping", (r.stdout, r.stderr[-2000:])
