@@ -7,12 +7,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def root() -> Path: return ROOT
 
-def cli_command(script: bool = False) -> list[str]:
-    "How to start `finetune-kit`: the console script as a user runs it (`script`: a path a launcher like torchrun can run)."
+def cli_command() -> list[str]:
+    "How to start `finetune-kit`: the console script as a user runs it, else the module."
     exe = shutil.which("finetune-kit")
-    if exe: return [exe]
-    if script: raise RuntimeError("the finetune-kit console script is not installed (pip install -e .)")
-    return [sys.executable, "-c", "import sys; from finetune_kit.cli import main; sys.exit(main())"]
+    return [exe] if exe else [sys.executable, "-m", "finetune_kit.cli"]
 
 def run_cli(*args, env=None, timeout=1200, cwd=None):
     "Run `finetune-kit ARGS` in a subprocess (as a user would) and return the completed process."
