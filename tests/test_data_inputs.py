@@ -156,3 +156,27 @@ def test_data_check_with_probe_estimates_time(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     summary = json.loads((tmp_path/"r"/"report.json").read_text())
     assert summary["tokens_per_s"] > 0 and summary["est_seconds"] > 0 and summary["splits"]["test"] == 80
+
+def test_streaming_memory_is_bounded(tmp_path):
+    "prepare_data on a ~60 MiB file: peak memory grows by far less than the file (it is never held whole)."
+    src = tmp_path/"big.jsonl"
+    rows = [json.dumps(make_ticket(random.Random(i), TEAMS[i % 5]) | {"id": i}) + "\n" for i in range(2000)]
+    with open(src, "w") as f:
+        while f.tell() < 60 * 2**20: f.writelines(rows)
+    code = ("import resource, sys; from finetune_kit.data import prepare_data; "
+            "kb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; base = kb(); "
+            f"st = prepare_data({str(src)!r}, {str(tmp_path/'out.jsonl')!r}); print(st.read, st.written, (kb() - base) // 1024)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    read, written, grew_mib = map(int, r.stdout.split())
+    assert read > 100_000 and written <= 2000 and grew_mib < 30, r.stdout + r.stderr[-2000:]
+
+def test_data_check_reads_a_csv_with_a_column_mapping(tmp_path):
+    import pandas as pd
+    rows = [make_ticket(random.Random(i), TEAMS[i % 5])["messages"] for i in range(100)]
+    pd.DataFrame({"question": [m[1]["content"] for m in rows], "team": [m[2]["content"] for m in rows]}).to_csv(tmp_path/"t.csv", index=False)
+    r = run_check(str(tmp_path/"t.csv"), out_dir=str(tmp_path/"r"), mapping={"prompt": "question", "completion": "team", "label": "team"},
+                  probe=False, show=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "| billing | 16 |" in (tmp_path/"r"/"report.md").read_text()
+    r = run_check(str(tmp_path/"t.csv"), out_dir=str(tmp_path/"r2"), probe=False, show=False)  # no mapping: located error
+    assert r.returncode == 2 and "t.csv:1: (record): missing key" in r.stdout and "Traceback" not in r.stderr
