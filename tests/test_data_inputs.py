@@ -180,3 +180,17 @@ def test_data_check_reads_a_csv_with_a_column_mapping(tmp_path):
     assert "| billing | 16 |" in (tmp_path/"r"/"report.md").read_text()
     r = run_check(str(tmp_path/"t.csv"), out_dir=str(tmp_path/"r2"), probe=False, show=False)  # no mapping: located error
     assert r.returncode == 2 and "t.csv:1: (record): missing key" in r.stdout and "Traceback" not in r.stderr
+
+@pytest.mark.parametrize("name,content", [("e.csv", b""), ("h.csv", b"prompt,completion\n"), ("q.csv", b'prompt,completion\n"unclosed,x\n'),
+                                          ("l.csv", "prompt,completion\ncaf\u00e9,x\n".encode("latin-1")), ("g.parquet", b"PAR1 not parquet"),
+                                          ("t.parquet", None), ("e.jsonl", b""), ("a.json", b"[1, {\"x\": 2}"), ("u.txt", b"\xff\xfe bad")])
+def test_damaged_tables_and_files_are_located(tmp_path, name, content):
+    f = tmp_path/name
+    if content is None:  # a real Parquet file cut in half
+        import pandas as pd
+        pd.DataFrame({"prompt": ["a"] * 500, "completion": ["b"] * 500}).to_parquet(f)
+        content = f.read_bytes()[: f.stat().st_size // 2]
+    f.write_bytes(content)
+    r = load_or_error(f)
+    assert isinstance(r, DataError), r
+    assert load_or_error(f, strict=False) is not None
