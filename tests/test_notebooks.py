@@ -2,7 +2,7 @@
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
-from nbdev.test import test_nb
+from nbdev import test as nbdev_test  # imported as a module: pytest would collect a bare `test_nb` as a test
 
 NBS = sorted(Path(__file__).resolve().parents[1].joinpath("nbs").glob("*.ipynb"))
 
@@ -13,5 +13,8 @@ def test_notebooks_found():
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
     flags = get_config().tst_flags.split()
-    ok, secs = test_nb(nb, skip_flags=flags, showerr=True)
+    n_cells = len(nbdev_test.nb_test_cells(nb, skip_flags=flags))
+    assert n_cells > 0 or nb.stem == "index", f"{nb.name}: no cell would run"
+    ok, secs = nbdev_test.test_nb(nb, skip_flags=flags, showerr=True)
     assert ok, f"{nb.name} failed (see the traceback above)"
+    print(f"{nb.name}: {n_cells} cells in {secs:.1f}s")
