@@ -1,0 +1,73 @@
+"`finetune-kit merge` on a tiny trained run: a self-contained folder that plain transformers loads, equal to base + adapter."
+import json, os, subprocess, sys
+import pytest, torch
+from conftest import run_cli
+
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from finetune_kit.config import FinetuneConfig
+    from finetune_kit.sample_data import make_support_tickets, write_jsonl
+    from finetune_kit.train import train
+    d = tmp_path_factory.mktemp("export")
+    data = write_jsonl(make_support_tickets(16), d/"tickets.jsonl")
+    return train(FinetuneConfig(data=str(data), runs_dir=str(d/"runs"), run_name="tiny", max_steps=2, val_size=2, test_size=2,
+                                batch_size=4, logging_steps=1, device="cpu"))
+
+@pytest.fixture(scope="module")
+def merged(run):
+    out = run.parent.parent/"merged"
+    r = run_cli("merge", run, out, env=OFFLINE, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+def test_folder_is_self_contained(run, merged):
+    files = {p.name for p in merged.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja", "README.md"} <= files
+    assert not any(f.startswith("adapter") for f in files)
+    assert (merged/"chat_template.jinja").read_text() == (run/"adapter"/"chat_template.jinja").read_text()  # the template trained on
+    card = (merged/"README.md").read_text()
+    for part in ("base_model: HuggingFaceTB/SmolLM2-135M-Instruct", "## Data", "| train | 12 |", "| lora_r | 16 |", "## Training", "## Evaluation"):
+        assert part in card, part
+
+def test_merged_logits_equal_base_plus_adapter(run, merged):
+    from transformers import AutoModelForCausalLM
+    from finetune_kit.train import load_run
+    _, peft_model, tok = load_run(run, device="cpu")
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": "My card was charged twice."}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad(): a, b = plain(**ids).logits, peft_model(**ids).logits
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+    with torch.no_grad(), peft_model.disable_adapter(): base = peft_model(**ids).logits
+    assert (a - base).abs().max() > 1e-2  # the adapter is in there: not just the base model
+
+def test_plain_transformers_generation_stops_by_itself(merged):
+    "A fresh interpreter with nothing but transformers: the reply ends at <|im_end|>, long before the token budget."
+    code = ("import sys; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); t = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+            "ids = t.apply_chat_template([{'role': 'user', 'content': 'Where is my parcel?'}], add_generation_prompt=True, return_tensors='pt', return_dict=True)\n"
+            "out = m.generate(**ids, max_new_tokens=300, do_sample=False)[0, ids['input_ids'].shape[1]:]\n"
+            "print(len(out), t.convert_ids_to_tokens(int(out[-1])), 'finetune_kit' in sys.modules)")
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code, str(merged)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    n, last, imported = r.stdout.split()
+    assert int(n) < 300 and last == "<|im_end|>" and imported == "False"
+
+def test_served_merged_folder_answers_like_the_run(run, merged):
+    from fastapi.testclient import TestClient
+    from finetune_kit.server import ModelRegistry, create_app, parse_sources
+    reg = ModelRegistry("cpu")
+    for name, src in parse_sources([str(run), str(merged)]).items(): reg.add(name, src)
+    assert reg.names() == ["merged", "tiny"]
+    c = TestClient(create_app(reg))
+    ask = {"messages": [{"role": "user", "content": "I was charged twice for my order."}], "temperature": 0, "max_tokens": 12}
+    replies = [c.post("/v1/chat/completions", json={"model": m, **ask}).json()["choices"][0]["message"]["content"] for m in ("tiny", "merged")]
+    assert replies[0] == replies[1]
+
+def test_merge_refuses_a_full_folder(run, merged):
+    r = run_cli("merge", run, merged, env=OFFLINE, timeout=300)
+    assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,106 @@
+"`finetune-kit serve` as users meet it: a subprocess on loopback, the official openai client, bad requests, many clients."
+import json, os, socket, subprocess, time
+from concurrent.futures import ThreadPoolExecutor
+import httpx, pytest
+import openai
+from conftest import cli_command, run_cli
+
+MODEL, KEY, LIMIT = "smollm2-135m", "test-key-123", 256
+ASK = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope="module")
+def server():
+    "Two names served from one process; the API key comes from the environment."
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FINETUNE_KIT_API_KEY": KEY}
+    p = subprocess.Popen([*cli_command(), "serve", MODEL, "base=smollm2-135m", "--port", str(port), "--max-tokens-limit", str(LIMIT),
+                          "--max-body-bytes", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        if p.poll() is not None: pytest.fail(f"server exited with {p.returncode}:\n{p.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200: break
+        except httpx.HTTPError: pass
+        if time.time() > deadline: p.kill(); pytest.fail("server did not start in 300 s")
+        time.sleep(0.5)
+    yield url
+    p.terminate()
+    try: p.wait(30)
+    except subprocess.TimeoutExpired: p.kill()
+
+@pytest.fixture(scope="module")
+def client(server): return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+def post(server, body, key=KEY, **kw):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(server + "/v1/chat/completions", json=body, headers=headers, timeout=120, **kw)
+
+def test_openai_client_lists_models_completes_and_streams(client):
+    assert sorted(m.id for m in client.models.list()) == ["base", MODEL]
+    done = client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=48)
+    c = done.choices[0]
+    assert done.object == "chat.completion" and c.message.role == "assistant" and "Paris" in c.message.content
+    assert c.finish_reason == "stop"  # the end-of-turn token ended it, well before max_tokens
+    u = done.usage
+    assert u.prompt_tokens > 10 and 0 < u.completion_tokens < 48 and u.total_tokens == u.prompt_tokens + u.completion_tokens
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=48, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert all(ch.object == "chat.completion.chunk" and ch.id == chunks[0].id for ch in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == c.message.content
+    assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-1].usage.completion_tokens == u.completion_tokens
+
+def test_max_tokens_stop_strings_and_seed(client):
+    short = client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=3)
+    assert (short.choices[0].finish_reason, short.usage.completion_tokens) == ("length", 3)
+    full = client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=48).choices[0].message.content
+    stop = "Paris"
+    cut = client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=48, stop=[stop, "zzz"])
+    assert cut.choices[0].message.content == full[:full.index(stop)] and cut.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=48, stop=stop, stream=True)
+    assert "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices) == full[:full.index(stop)]
+    sample = lambda seed: client.chat.completions.create(model="base", messages=ASK, temperature=1.0, top_p=0.95, seed=seed,
+                                                         max_tokens=16).choices[0].message.content
+    assert sample(7) == sample(7)
+
+def test_bad_requests_get_openai_errors(server, client):
+    with pytest.raises(openai.NotFoundError, match="does not exist"): client.chat.completions.create(model="gpt-5", messages=ASK)
+    with pytest.raises(openai.BadRequestError, match="at most 256"): client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=10_000)
+    with pytest.raises(openai.AuthenticationError): openai.OpenAI(base_url=server + "/v1", api_key="wrong", max_retries=0).models.list()
+    cases = {"bad JSON": (dict(content=b'{"model": '), 400, "invalid_json"),
+             "wrong type": (dict(json={"model": MODEL, "messages": ASK, "temperature": "hot"}), 400, "invalid_request"),
+             "messages not a list": (dict(json={"model": MODEL, "messages": "hi"}), 400, "invalid_request"),
+             "role unknown": (dict(json={"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}), 400, "invalid_request"),
+             "too long for the context": (dict(json={"model": MODEL, "messages": [{"role": "user", "content": "hi " * 9000}]}), 400, "context_length_exceeded"),
+             "body too large": (dict(json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 200_000}]}), 413, "request_too_large")}
+    for name, (kw, status, code) in cases.items():
+        r = httpx.post(server + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}", "content-type": "application/json"}, timeout=60, **kw)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (name, r.text)
+        assert r.json()["error"]["message"] and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert post(server, {"model": MODEL, "messages": ASK}, key=None).status_code == 401
+    assert httpx.get(server + "/health").json() == {"status": "ok", "models": ["base", MODEL]}  # /health needs no key
+
+def test_many_clients_and_a_vanishing_one(server, client):
+    "8 clients x 3 requests on two models, streamed and not, while one client drops its stream: no errors, the server stays up."
+    with httpx.stream("POST", server + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                      json={"model": MODEL, "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+                            "max_tokens": LIMIT, "stream": True}) as r:
+        assert next(r.iter_lines()).startswith("data: ")  # read one event, then hang up
+    def one(i):
+        kw = dict(model=(MODEL, "base")[i % 2], messages=[{"role": "user", "content": f"Say the number {i}."}], max_tokens=8, temperature=0)
+        if i % 3: return client.chat.completions.create(**kw).choices[0].message.content
+        return "".join(ch.choices[0].delta.content or "" for ch in client.chat.completions.create(stream=True, **kw))
+    with ThreadPoolExecutor(8) as ex: replies = list(ex.map(one, range(24)))
+    assert len(replies) == 24 and all(isinstance(r, str) for r in replies)
+    assert httpx.get(server + "/health").status_code == 200
+
+def test_cli_errors_are_one_line():
+    for args, needle in ((["serve", "/no/such/model", "--port", "0"], "could not find model"),
+                         (["serve", "smollm2-135m", "--port", "70000"], "between 0 and 65535")):
+        r = run_cli(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
