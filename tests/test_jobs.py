@@ -1,0 +1,285 @@
+"The fine-tuning jobs API driven by the official `openai` client: the hosted workflow end to end, errors, cancel, and a server killed mid-job."
+import json, os, signal, socket, subprocess, sys, threading, time
+from pathlib import Path
+
+import httpx, openai, psutil, pytest, uvicorn
+from openai import OpenAI
+
+from finetune_kit import server as fk_server
+from finetune_kit.jobs import TERMINAL, JobService, JobStore, jobs_app
+from finetune_kit.model import MODEL_ALIASES
+from finetune_kit.sample_data import make_support_tickets, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_SERVER = hasattr(fk_server, "create_app") and hasattr(fk_server, "ModelRegistry")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class Names(dict):
+    "A stand-in for the server's model registry (until `finetune_kit.server.ModelRegistry` exists)."
+    def add(self, name, source): self[name] = source
+    def remove(self, name): self.pop(name, None)
+    def names(self): return list(self)
+
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def serve_in_thread(app):
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True); t.start()
+    deadline = time.time() + 60
+    while not srv.started and time.time() < deadline: time.sleep(0.05)
+    return srv, t, f"http://127.0.0.1:{port}/v1"
+
+def wait_for(client, job_id, statuses=TERMINAL, timeout=600):
+    deadline = time.time() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in statuses:
+        assert time.time() < deadline, f"job {job_id} still {job.status} after {timeout}s"
+        time.sleep(0.5)
+    return job
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rows = make_support_tickets(48, seed=3)
+    write_jsonl(rows[:40], d/"train.jsonl"); write_jsonl(rows[40:], d/"valid.jsonl")
+    lines = (d/"train.jsonl").read_text().splitlines()
+    bad = json.loads(lines[2]); bad["messages"][1]["role"] = "customer"
+    lines[2] = json.dumps(bad); lines[5] = "{not json"
+    (d/"bad.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    "An in-process server with the jobs API (and chat, once the server stage has `create_app`); (client, service, registry)."
+    state = tmp_path_factory.mktemp("state")
+    models = [*MODEL_ALIASES, "no-such-model"]  # an allowed name that does not resolve: a job that fails in its worker
+    if HAS_SERVER:
+        registry = fk_server.ModelRegistry()
+        svc = JobService(state, registry, models=models)
+        app = fk_server.create_app(registry, services=[svc])
+    else:
+        registry = Names()
+        svc = JobService(state, registry, models=models)
+        app = jobs_app(svc)
+    srv, t, base = serve_in_thread(app)
+    yield OpenAI(base_url=base, api_key="local", max_retries=0), svc, registry
+    srv.should_exit = True; t.join(60)
+
+@pytest.fixture(scope="module")
+def finished(api, data):
+    "The hosted workflow: upload, create, poll to success. (job, training file, validation file)"
+    client, svc, _ = api
+    train = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+    valid = client.files.create(file=open(data/"valid.jsonl", "rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=train.id, validation_file=valid.id, suffix="tickets",
+                                         hyperparameters={"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": "auto"})
+    assert job.status == "validating_files" and job.fine_tuned_model is None
+    t0 = time.time()
+    job = wait_for(client, job.id)
+    print(f"job finished in {time.time() - t0:.0f}s")
+    assert job.status == "succeeded", job.error
+    return job, train, valid
+
+
+def test_upload_shapes(api, data, finished):
+    client, _, _ = api
+    job, train, _ = finished
+    assert train.object == "file" and train.purpose == "fine-tune" and train.status == "processed" and train.filename == "train.jsonl"
+    assert train.bytes == (data/"train.jsonl").stat().st_size
+    assert client.files.retrieve(train.id) == train
+    assert client.files.content(train.id).content == (data/"train.jsonl").read_bytes()
+    listed = [f.id for f in client.files.list()]
+    assert train.id in listed and job.result_files[0] in listed
+    assert [f.id for f in client.files.list(purpose="fine-tune-results")] == job.result_files
+
+
+def test_job_succeeded(api, finished):
+    client, _, registry = api
+    job, train, valid = finished
+    assert job.fine_tuned_model == f"ft:smollm2-135m:tickets:{job.id.split('-')[1][:8]}"
+    assert job.fine_tuned_model in registry.names()
+    assert job.finished_at >= job.created_at and job.trained_tokens > 0 and job.error is None
+    assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 8 and job.hyperparameters.learning_rate_multiplier == 1.0
+    assert job.training_file == train.id and job.validation_file == valid.id
+    assert any(j.id == job.id for j in client.fine_tuning.jobs.list(limit=5))
+    csv = client.files.content(job.result_files[0]).text.splitlines()
+    assert csv[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert [int(l.split(",")[0]) for l in csv[1:]] == [1, 2, 3, 4, 5]  # 40 examples, batch 8, one epoch
+
+
+def test_events_and_checkpoints(api, finished):
+    client, _, _ = api
+    job = finished[0]
+    first = client.fine_tuning.jobs.list_events(job.id, limit=4)
+    assert len(first.data) == 4 and first.has_more
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=4))  # the client follows `after` across pages
+    assert len(events) == len({e.id for e in events}) > 10
+    assert [e.created_at for e in events] == sorted((e.created_at for e in events), reverse=True)  # newest first
+    assert events[0].message == "The job has successfully completed"
+    assert events[-1].message.startswith("Created fine-tuning job")
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert {"step", "total_steps", "train_loss"} <= set(metrics[-1])
+    assert any("valid_loss" in m and "valid_mean_token_accuracy" in m for m in metrics)
+    assert all(m["total_steps"] == 5 for m in metrics)
+    ckpts = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert ckpts and ckpts[0].step_number == 5 and [c.step_number for c in ckpts] == sorted((c.step_number for c in ckpts), reverse=True)
+    assert ckpts[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-5"
+    assert ckpts[0].metrics.valid_loss is not None and ckpts[0].metrics.train_loss is not None
+
+
+@pytest.mark.skipif(not HAS_SERVER, reason="finetune_kit.server.create_app / ModelRegistry not merged yet: chat with the ft: model needs the inference server")
+def test_chat_with_fine_tuned_model(api, finished):
+    client = api[0]
+    job = finished[0]
+    assert job.fine_tuned_model in [m.id for m in client.models.list()]
+    r = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=8,
+                                       messages=[{"role": "user", "content": "My parcel never arrived and tracking is blank."}])
+    assert r.model == job.fine_tuned_model and r.choices[0].message.content
+
+
+def test_bad_upload_gets_located_errors(api, data):
+    client = api[0]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.files.create(file=open(data/"bad.jsonl", "rb"), purpose="fine-tune")
+    err = e.value.body
+    assert err["param"] == "file" and err["code"] == "invalid_file"
+    assert "bad.jsonl:3: messages[1].role: unknown role: 'customer'" in err["message"], err["message"]
+    assert "bad.jsonl:6: (line): invalid JSON" in err["message"]
+    assert str(api[1].store.dir) not in err["message"]  # no server paths in messages
+    with pytest.raises(openai.BadRequestError, match="purpose"):
+        client.files.create(file=open(data/"train.jsonl", "rb"), purpose="batch")
+    assert not list((api[1].store.dir/"files").glob(".*.part"))  # refused uploads leave nothing behind
+
+
+def test_upload_cap(tmp_path, data):
+    app = jobs_app(JobService(tmp_path, max_upload_bytes=2000))
+    srv, t, base = serve_in_thread(app)
+    try:
+        r = httpx.post(f"{base}/files", files={"file": ("train.jsonl", (data/"train.jsonl").read_bytes())}, data={"purpose": "fine-tune"})
+        assert r.status_code == 413 and "limit is 2,000 bytes" in r.json()["error"]["message"]
+        r = httpx.post(f"{base}/files", files={"file": ("train.jsonl", b"x" * 2500)}, data={"purpose": "fine-tune"})  # over by less than the headers' allowance
+        assert r.status_code == 413
+        def chunks():  # no Content-Length: only the byte counter while streaming can stop it
+            yield b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n--b\r\n"
+            yield b"Content-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n"
+            for _ in range(100): yield b"x" * 10_000
+        r = httpx.post(f"{base}/files", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413
+        assert not list((tmp_path/"files").iterdir())
+    finally: srv.should_exit = True; t.join(30)
+
+
+def test_bad_requests_and_unknown_ids(api, finished):
+    client = api[0]
+    train = finished[1]
+    for bad_id in ("file-../../jobs.db", "../jobs.db", "file-0123456789abcdef01234567", "ftjob-x"):
+        with pytest.raises(openai.NotFoundError): client.files.retrieve(bad_id)
+        with pytest.raises(openai.NotFoundError): client.files.content(bad_id)
+        with pytest.raises(openai.NotFoundError): client.files.delete(bad_id)
+    for bad_id in ("ftjob-0123456789abcdef01234567", "ftjob-..%2F..", "file-0123456789abcdef01234567"):
+        with pytest.raises(openai.NotFoundError): client.fine_tuning.jobs.retrieve(bad_id)
+        with pytest.raises(openai.NotFoundError): client.fine_tuning.jobs.list_events(bad_id)
+        with pytest.raises(openai.NotFoundError): client.fine_tuning.jobs.cancel(bad_id)
+    cases = [(dict(model="/etc/passwd"), "model"), (dict(model="../runs/x"), "model"),
+             (dict(training_file="file-0123456789abcdef01234567"), "training_file"),
+             (dict(hyperparameters={"n_epochs": 0}), "hyperparameters.n_epochs"),
+             (dict(hyperparameters={"batch_size": "big"}), "hyperparameters.batch_size"),
+             (dict(method={"type": "dpo", "dpo": {}}), "method.type"),
+             (dict(method={"type": "reinforcement"}), "method.type"),
+             (dict(suffix="a:b"), "suffix"), (dict(seed=-1), "seed")]
+    for extra, param in cases:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.fine_tuning.jobs.create(**{"model": "smollm2-135m", "training_file": train.id, **extra})
+        assert e.value.body["param"] == param, (extra, e.value.body)
+    with pytest.raises(openai.ConflictError):  # a finished job cannot be cancelled
+        client.fine_tuning.jobs.cancel(finished[0].id)
+
+
+def test_cancel_stops_the_worker(api, finished):
+    client, svc, _ = api
+    job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
+    wait_for(client, job.id, ("running",), timeout=60)
+    pid = svc.store.get("jobs", job.id)["pid"]
+    assert psutil.pid_exists(pid)
+    t0 = time.time()
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert time.time() - t0 < 10
+    time.sleep(1.5)  # the scheduler does not overwrite a cancel
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "cancelled" and job.finished_at and job.fine_tuned_model is None
+    assert list(client.fine_tuning.jobs.list_events(job.id, limit=1))[0].message == "Fine-tuning job cancelled"
+    # a queued job behind a running one cancels too
+    a = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
+    b = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
+    wait_for(client, a.id, ("running",), timeout=60)
+    assert client.fine_tuning.jobs.retrieve(b.id).status == "queued"
+    assert client.fine_tuning.jobs.cancel(b.id).status == "cancelled"
+    assert client.fine_tuning.jobs.cancel(a.id).status == "cancelled"
+
+
+def test_training_failure_is_reported(api, finished):
+    client = api[0]
+    job = client.fine_tuning.jobs.create(model="no-such-model", training_file=finished[1].id)
+    job = wait_for(client, job.id, timeout=300)
+    assert job.status == "failed" and job.error.code == "invalid_model" and job.error.param == "model"
+    assert "could not find model 'no-such-model'" in job.error.message
+    assert list(client.fine_tuning.jobs.list_events(job.id, limit=1))[0].level == "error"
+
+
+SERVER = """
+import sys, uvicorn
+from finetune_kit.jobs import JobService, jobs_app
+svc = JobService(sys.argv[1], train_defaults={"max_steps": 6, "eval_steps": 2, "save_steps": 2}, grace_seconds=2)
+uvicorn.run(jobs_app(svc), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+def start_server(state: Path, log: Path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.Popen([sys.executable, "-c", SERVER, str(state), str(port)], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/fine_tuning/jobs").status_code == 200: break
+        except httpx.TransportError: pass
+        assert p.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return p, OpenAI(base_url=base, api_key="local", max_retries=0)
+
+def test_kill_server_mid_job_and_restart(tmp_path, data):
+    state, log = tmp_path/"state", tmp_path/"server.log"
+    p, client = start_server(state, log)
+    try:
+        f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=f.id, hyperparameters={"n_epochs": 1, "batch_size": 4})
+        deadline = time.time() + 300
+        while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
+            assert time.time() < deadline and client.fine_tuning.jobs.retrieve(job.id).status in ("validating_files", "queued", "running")
+            time.sleep(0.3)
+        workers = psutil.Process(p.pid).children(recursive=True)
+        assert workers
+        p.send_signal(signal.SIGKILL); p.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "a worker outlived its server"
+        stale = JobStore(state).get("jobs", job.id)
+        assert stale["status"] == "running"  # what a crash leaves behind; the next start must repair it
+        assert (state/"jobs"/job.id/"run"/"summary.json").exists() is False
+
+        p, client = start_server(state, log)
+        row = JobStore(state).get("jobs", job.id)
+        assert row["status"] in ("queued", "running") and (row["status"] != "running" or psutil.pid_exists(row["pid"]))
+        job = wait_for(client, job.id, timeout=400)
+        assert job.status == "succeeded", job.error
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert any("resuming from the checkpoint at step" in m for m in messages), messages
+        assert any(m.startswith("Fine-tuning job resumed from step") for m in messages), messages
+        csv = client.files.content(job.result_files[0]).text.splitlines()
+        assert [int(l.split(",")[0]) for l in csv[1:]] == list(range(1, 7))
+        assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)][0] == 6
+    finally:
+        p.kill(); p.wait()
