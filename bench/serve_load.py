@@ -15,7 +15,7 @@ PROMPTS = ["I was charged twice for my headphones.", "My parcel went to my old a
 
 def start_server(model: str, port: int) -> subprocess.Popen:
     "A `finetune-kit serve` subprocess on 127.0.0.1:port, once /health answers."
-    cmd = [sys.executable, "-m", "finetune_kit.cli", "serve", model, "--port", str(port), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "finetune_kit.cli", "serve", model, "--port", str(port), "--log-level", "warning", "--no-jobs"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 300
     while time.time() < deadline:

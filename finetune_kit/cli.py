@@ -6,14 +6,14 @@ Docs: https://finetune-kit.github.io/finetune_kit/cli.html.md"""
 
 # %% ../nbs/07_cli.ipynb #6d1617e0
 from __future__ import annotations
-import argparse, sys, time, typing
+import argparse, sqlite3, sys, time, typing
 from pathlib import Path
 
 from .config import FinetuneConfig, FinetuneKitError, config_from_dict, load_config
 
 # %% auto #0
-__all__ = ['add_config_flags', 'parse_mapping', 'config_from_args', 'cmd_train', 'cmd_data_check', 'cmd_data_prepare', 'cmd_runs',
-           'cmd_eval', 'cmd_chat', 'cmd_merge', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['JOBS_DIR', 'add_config_flags', 'parse_mapping', 'config_from_args', 'cmd_train', 'cmd_data_check', 'cmd_data_prepare',
+           'cmd_runs', 'cmd_eval', 'cmd_chat', 'cmd_merge', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #73d4bf85
 def _flag(name: str) -> str: return "--" + name.replace("_", "-")
@@ -92,12 +92,23 @@ def cmd_merge(args):
     print(f"merged model saved to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"next: finetune-kit chat {out}   |   finetune-kit serve {out}")
 
+JOBS_DIR = "finetune-kit-jobs"  # where `serve` keeps the jobs API's state unless told otherwise
+
 def cmd_serve(args):
     if not 0 <= args.port <= 65535: raise FinetuneKitError(f"--port {args.port}: give a port between 0 and 65535")
-    for flag in ("max_tokens_limit", "max_body_bytes"):
+    for flag in ("max_tokens_limit", "max_body_bytes", "max_upload_mib", "max_concurrent_jobs"):
         if getattr(args, flag) < 1: raise FinetuneKitError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: give a positive number")
-    from finetune_kit.server import serve  # after the checks: it imports torch, which takes seconds
-    serve(args.sources, host=args.host, port=args.port, api_key=args.api_key, device=args.device,
+    if args.no_jobs and args.jobs_dir: raise FinetuneKitError("--no-jobs turns the jobs API off; give --jobs-dir without it")
+    if args.no_jobs and not args.sources: raise FinetuneKitError("nothing to serve: give a SOURCE, or leave the jobs API on (drop --no-jobs)")
+    from finetune_kit.server import ModelRegistry, serve  # after the checks: it imports torch, which takes seconds
+    registry, services = ModelRegistry(args.device), []
+    if not args.no_jobs:
+        from finetune_kit.jobs import JobService
+        jobs_dir = Path(args.jobs_dir or JOBS_DIR)
+        try: services.append(JobService(jobs_dir, registry, max_upload_bytes=args.max_upload_mib * 2**20, max_concurrent_jobs=args.max_concurrent_jobs))
+        except (OSError, sqlite3.Error) as e: raise FinetuneKitError(f"--jobs-dir {jobs_dir}: cannot keep the jobs' state there: {e}") from None
+        print(f"fine-tuning jobs API on: state in {jobs_dir.resolve()} (--no-jobs turns it off)")
+    serve(args.sources, host=args.host, port=args.port, api_key=args.api_key, device=args.device, services=services, registry=registry,
           max_tokens_limit=args.max_tokens_limit, max_body_bytes=args.max_body_bytes, log_level=args.log_level)
 
 def cmd_quickstart(args):
@@ -179,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run", help="run folder"); m.add_argument("out", help="new folder for the merged model")
     m.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weight precision of the saved model (default: fp32)")
     m.set_defaults(func=cmd_merge)
-    s = sub.add_parser("serve", help="serve runs, model folders or aliases with an OpenAI-compatible HTTP API")
-    s.add_argument("sources", nargs="+", metavar="SOURCE", help="run folder, model folder or alias; NAME=PATH serves it as NAME")
+    s = sub.add_parser("serve", help="serve runs, model folders or aliases with an OpenAI-compatible HTTP API (chat and fine-tuning jobs)")
+    s.add_argument("sources", nargs="*", metavar="SOURCE", help="run folder, model folder or alias; NAME=PATH serves it as NAME "
+                   "(none: only the models that fine-tuning jobs make)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="(default: 8000)")
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (default: $FINETUNE_KIT_API_KEY, else none)")
@@ -188,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask for (default: 2048)")
     s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (default: 1000000)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
+    j = s.add_argument_group("fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs; on unless --no-jobs)")
+    j.add_argument("--jobs-dir", default=None, metavar="DIR", help=f"folder for uploads, jobs and their runs (default: ./{JOBS_DIR})")
+    j.add_argument("--no-jobs", action="store_true", help="serve chat only, without the jobs API")
+    j.add_argument("--max-upload-mib", type=int, default=100, help="largest uploaded training file in MiB (default: 100)")
+    j.add_argument("--max-concurrent-jobs", type=int, default=1, help="jobs training at once (default: 1)")
     s.set_defaults(func=cmd_serve)
     return p
 

@@ -7,9 +7,10 @@ Docs: https://finetune-kit.github.io/finetune_kit/jobs.html.md"""
 # %% ../nbs/06_jobs.ipynb #b4a23f8a
 from __future__ import annotations
 import argparse, csv, json, os, re, secrets, shutil, signal, sqlite3, subprocess, sys, threading, time, traceback
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+try: import fcntl
+except ImportError: fcntl = None  # Windows: no folder lock
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
@@ -19,7 +20,7 @@ from transformers import TrainerCallback
 from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig, FinetuneKitError, atomic_open
 from .data import DataError, load_examples
 from .model import MODEL_ALIASES, ModelError
-from .server import APIError, install_error_handlers
+from .server import APIError, ModelRegistry, create_app
 from .train import COMPLETE, latest_checkpoint, read_metrics
 
 # %% auto #0
@@ -369,6 +370,19 @@ def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
 def _log_tail(path: Path, n: int = 8) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.is_file() else ""
 
+def _lock_folder(state_dir: Path):
+    "An open file holding the exclusive lock of `state_dir`, or a `FinetuneKitError` naming the server that holds it."
+    # two servers on one folder would each take the other's running jobs for a crash's leftovers and kill their workers
+    f = open(state_dir/"server.lock", "a+")
+    if fcntl is None: return f
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel however the process ends
+    except OSError:
+        f.seek(0); holder = f.read().strip(); f.close()
+        raise FinetuneKitError(f"another finetune-kit server{f' (pid {holder})' if holder else ''} is using the jobs folder {state_dir}; "
+                               "stop it, or give this one another folder") from None
+    f.truncate(0); f.write(str(os.getpid())); f.flush()
+    return f
+
 class JobService:
     "The fine-tuning jobs API: `router` for the server, `start()`/`stop()` for its lifespan."
     def __init__(self, state_dir: str | Path,  # where the database, uploaded files and run folders live
@@ -381,6 +395,7 @@ class JobService:
                  max_attempts: int = 3,  # a job interrupted by this many server restarts fails
                  poll_seconds: float = 0.5):  # how often the scheduler looks at the workers
         self.store = JobStore(state_dir)
+        self._folder_lock = _lock_folder(self.store.dir)
         self.registry, self.max_upload_bytes, self.max_concurrent_jobs = registry, max_upload_bytes, max_concurrent_jobs
         self.models = list(models or MODEL_ALIASES)
         self.train_defaults, self.grace_seconds, self.max_attempts, self.poll_seconds = train_defaults or {}, grace_seconds, max_attempts, poll_seconds
@@ -391,6 +406,7 @@ class JobService:
     # -- lifecycle
     def start(self) -> None:
         "Recover jobs a dead server left running, register succeeded jobs' models, start the scheduler."
+        if self._folder_lock is None: self._folder_lock = _lock_folder(self.store.dir)
         for job in self.store.query("SELECT * FROM jobs WHERE status = 'running'"): self._guarded(self._recover, job["id"], job)
         if self.registry is not None:
             for job in self.store.query("SELECT * FROM jobs WHERE status = 'succeeded'"):
@@ -410,6 +426,7 @@ class JobService:
                 if self.store.update("jobs", jid, expect=("running",), status="queued", pid=None, estimated_finish=None):
                     self.store.add_event(jid, "The server stopped while the job was running; it resumes when the server starts again", "warn")
             self._procs.clear()
+        if self._folder_lock: self._folder_lock.close(); self._folder_lock = None
 
     def _loop(self):
         while not self._stop.is_set():
@@ -632,16 +649,10 @@ class JobService:
         return r
 
 # %% ../nbs/06_jobs.ipynb #6eda8125
-def jobs_app(service: JobService) -> FastAPI:
-    "A FastAPI app with only the jobs API of `service` (started and stopped with the app)."
-    @asynccontextmanager
-    async def lifespan(app):
-        service.start()
-        try: yield
-        finally: service.stop()
-    app = install_error_handlers(FastAPI(title="finetune_kit jobs", lifespan=lifespan))
-    app.include_router(service.router)
-    return app
+def jobs_app(service: JobService, **app_kw) -> FastAPI:
+    "`create_app` with `service` mounted, serving its `ft:` models from its registry (a new one if it has none)."
+    if service.registry is None: service.registry = ModelRegistry()
+    return create_app(service.registry, services=[service], **app_kw)
 
 # %% ../nbs/06_jobs.ipynb #dbe57f33
 def _main(argv: list[str] | None = None) -> int:

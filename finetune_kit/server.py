@@ -425,9 +425,9 @@ def _check_port(host: str, port: int):
         try: s.bind((host, port))
         except OSError as e: raise FinetuneKitError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
 
-def build_app(sources: list[str], device: str = "auto", preload: bool = True, **app_kw) -> FastAPI:
-    "A registry of `sources` (`PATH`, alias or `NAME=PATH`), loaded now if `preload`, and its app."
-    registry = ModelRegistry(device)
+def build_app(sources: list[str], device: str = "auto", preload: bool = True, registry: ModelRegistry | None = None, **app_kw) -> FastAPI:
+    "A registry of `sources` (`PATH`, alias or `NAME=PATH`; added to `registry` if given), loaded now if `preload`, and its app."
+    registry = ModelRegistry(device) if registry is None else registry
     for name, src in parse_sources(sources).items():
         registry.add(name, src)
         if preload:
@@ -439,20 +439,22 @@ def serve(sources: list[str],  # run folders, model folders or aliases; `NAME=PA
           host: str = "127.0.0.1",  # 127.0.0.1: this machine only; 0.0.0.0: every network interface
           port: int = 8000,
           api_key: str | None = None,  # Bearer key; default: $FINETUNE_KIT_API_KEY, else none
-          services: list = (),
+          services: list = (),  # e.g. the jobs API; with a service, `sources` may be empty
           device: str = "auto",
           max_body_bytes: int = 1_000_000,
           max_tokens_limit: int = 2048,
-          log_level: str = "info") -> None:
+          log_level: str = "info",
+          registry: ModelRegistry | None = None) -> None:  # the registry to serve from (the one a service adds models to)
     "Serve `sources` with OpenAI's API at http://host:port/v1 until interrupted."
     import uvicorn
     api_key = api_key or os.environ.get("FINETUNE_KIT_API_KEY") or None
-    if not sources: raise FinetuneKitError("give at least one run folder, model folder or alias to serve")
+    if not sources and not services: raise FinetuneKitError("give at least one run folder, model folder or alias to serve")
     _check_port(host, port)
-    app = build_app(sources, device, api_key=api_key, services=services, max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit)
+    app = build_app(sources, device, registry=registry, api_key=api_key, services=services, max_body_bytes=max_body_bytes,
+                    max_tokens_limit=max_tokens_limit)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without an API key: anyone who can reach this machine can use it (set --api-key)")
-    print(f"serving {', '.join(app.state.registry.names())} at http://{host}:{port}/v1" + (" (API key required)" if api_key else ""), flush=True)
+    print(f"serving {', '.join(app.state.registry.names()) or '(no models yet)'} at http://{host}:{port}/v1" + (" (API key required)" if api_key else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 class ServerThread:

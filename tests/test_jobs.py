@@ -1,37 +1,17 @@
 "The fine-tuning jobs API driven by the official `openai` client: the hosted workflow end to end, errors, cancel, and a server killed mid-job."
-import json, os, signal, socket, subprocess, sys, threading, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
-import httpx, openai, psutil, pytest, uvicorn
+import httpx, openai, psutil, pytest
 from openai import OpenAI
 
-from finetune_kit import server as fk_server
+from conftest import ROOT, cli_command, free_port, wait_until_up
 from finetune_kit.jobs import TERMINAL, JobService, JobStore, jobs_app
 from finetune_kit.model import MODEL_ALIASES
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
+from finetune_kit.server import ModelRegistry, ServerThread, create_app
 
-ROOT = Path(__file__).resolve().parents[1]
-HAS_SERVER = hasattr(fk_server, "create_app") and hasattr(fk_server, "ModelRegistry")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-class Names(dict):
-    "A stand-in for the server's model registry (until `finetune_kit.server.ModelRegistry` exists)."
-    def add(self, name, source): self[name] = source
-    def remove(self, name): self.pop(name, None)
-    def names(self): return list(self)
-
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-def serve_in_thread(app):
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True); t.start()
-    deadline = time.time() + 60
-    while not srv.started and time.time() < deadline: time.sleep(0.05)
-    return srv, t, f"http://127.0.0.1:{port}/v1"
 
 def wait_for(client, job_id, statuses=TERMINAL, timeout=600):
     deadline = time.time() + timeout
@@ -53,20 +33,13 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    "An in-process server with the jobs API (and chat, once the server stage has `create_app`); (client, service, registry)."
+    "The inference server in-process with the jobs API mounted, as `finetune-kit serve` runs it; (client, service, registry)."
     state = tmp_path_factory.mktemp("state")
     models = [*MODEL_ALIASES, "no-such-model"]  # an allowed name that does not resolve: a job that fails in its worker
-    if HAS_SERVER:
-        registry = fk_server.ModelRegistry()
-        svc = JobService(state, registry, models=models)
-        app = fk_server.create_app(registry, services=[svc])
-    else:
-        registry = Names()
-        svc = JobService(state, registry, models=models)
-        app = jobs_app(svc)
-    srv, t, base = serve_in_thread(app)
-    yield OpenAI(base_url=base, api_key="local", max_retries=0), svc, registry
-    srv.should_exit = True; t.join(60)
+    registry = ModelRegistry()
+    svc = JobService(state, registry, models=models)
+    with ServerThread(create_app(registry, services=[svc])) as srv:
+        yield OpenAI(base_url=srv.url + "/v1", api_key="local", max_retries=0), svc, registry
 
 @pytest.fixture(scope="module")
 def finished(api, data):
@@ -130,7 +103,6 @@ def test_events_and_checkpoints(api, finished):
     assert ckpts[0].metrics.valid_loss is not None and ckpts[0].metrics.train_loss is not None
 
 
-@pytest.mark.skipif(not HAS_SERVER, reason="finetune_kit.server.create_app / ModelRegistry not merged yet: chat with the ft: model needs the inference server")
 def test_chat_with_fine_tuned_model(api, finished):
     client = api[0]
     job = finished[0]
@@ -155,9 +127,8 @@ def test_bad_upload_gets_located_errors(api, data):
 
 
 def test_upload_cap(tmp_path, data):
-    app = jobs_app(JobService(tmp_path, max_upload_bytes=2000))
-    srv, t, base = serve_in_thread(app)
-    try:
+    with ServerThread(jobs_app(JobService(tmp_path, max_upload_bytes=2000))) as srv:
+        base = srv.url + "/v1"
         r = httpx.post(f"{base}/files", files={"file": ("train.jsonl", (data/"train.jsonl").read_bytes())}, data={"purpose": "fine-tune"})
         assert r.status_code == 413 and "limit is 2,000 bytes" in r.json()["error"]["message"]
         r = httpx.post(f"{base}/files", files={"file": ("train.jsonl", b"x" * 2500)}, data={"purpose": "fine-tune"})  # over by less than the headers' allowance
@@ -169,7 +140,6 @@ def test_upload_cap(tmp_path, data):
         r = httpx.post(f"{base}/files", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
         assert r.status_code == 413
         assert not list((tmp_path/"files").iterdir())
-    finally: srv.should_exit = True; t.join(30)
 
 
 def test_bad_requests_and_unknown_ids(api, finished):
@@ -241,15 +211,8 @@ def start_server(state: Path, log: Path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     p = subprocess.Popen([sys.executable, "-c", SERVER, str(state), str(port)], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{base}/fine_tuning/jobs").status_code == 200: break
-        except httpx.TransportError: pass
-        assert p.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    return p, OpenAI(base_url=base, api_key="local", max_retries=0)
+    wait_until_up(p, f"http://127.0.0.1:{port}/health", timeout=120, log=log)
+    return p, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
 
 def test_kill_server_mid_job_and_restart(tmp_path, data):
     state, log = tmp_path/"state", tmp_path/"server.log"
@@ -283,3 +246,27 @@ def test_kill_server_mid_job_and_restart(tmp_path, data):
         assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)][0] == 6
     finally:
         p.kill(); p.wait()
+
+
+def test_cli_serve_with_jobs_only(tmp_path, data):
+    "`finetune-kit serve --jobs-dir D` with no SOURCE: the openai client lists models and uploads, then SIGTERM stops it cleanly."
+    port, state = free_port(), tmp_path/"jobs"
+    p = subprocess.Popen([*cli_command(), "serve", "--port", str(port), "--jobs-dir", str(state), "--max-upload-mib", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_until_up(p, f"http://127.0.0.1:{port}/health", timeout=120)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
+        assert client.models.list().data == []
+        f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+        assert [x.id for x in client.files.list()] == [f.id] and f.bytes == (data/"train.jsonl").stat().st_size
+        assert (state/"files"/f.id).read_bytes() == (data/"train.jsonl").read_bytes()
+        with pytest.raises(openai.APIStatusError, match="limit is 1,048,576 bytes"):  # --max-upload-mib reached the service
+            client.files.create(file=("big.jsonl", b"x" * (2**20 + 1)), purpose="fine-tune")
+        with pytest.raises(openai.NotFoundError): client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        p.terminate()
+        try: out = p.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired: p.kill(); out = p.communicate()[0]
+    assert "fine-tuning jobs API on: state in" in out and "serving (no models yet) at" in out, out[-3000:]
+    assert "Application shutdown complete" in out and "Traceback" not in out, out[-3000:]
+    JobService(state).stop()  # the stopped server released the folder

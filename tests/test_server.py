@@ -1,33 +1,22 @@
 "`finetune-kit serve` as users meet it: a subprocess on loopback, the official openai client, bad requests, many clients."
-import json, os, socket, subprocess, time
+import json, os, subprocess
 from concurrent.futures import ThreadPoolExecutor
 import httpx, pytest
 import openai
-from conftest import cli_command, run_cli
+from conftest import cli_command, free_port, run_cli, wait_until_up
 
 MODEL, KEY, LIMIT = "smollm2-135m", "test-key-123", 256
 ASK = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
 @pytest.fixture(scope="module")
 def server():
-    "Two names served from one process; the API key comes from the environment."
+    "Two names served from one process, chat only (--no-jobs); the API key comes from the environment."
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FINETUNE_KIT_API_KEY": KEY}
     p = subprocess.Popen([*cli_command(), "serve", MODEL, "base=smollm2-135m", "--port", str(port), "--max-tokens-limit", str(LIMIT),
-                          "--max-body-bytes", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                          "--max-body-bytes", "100000", "--no-jobs"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        if p.poll() is not None: pytest.fail(f"server exited with {p.returncode}:\n{p.stdout.read()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200: break
-        except httpx.HTTPError: pass
-        if time.time() > deadline: p.kill(); pytest.fail("server did not start in 300 s")
-        time.sleep(0.5)
+    wait_until_up(p, url + "/health")
     yield url
     p.terminate()
     try: p.wait(30)
@@ -84,6 +73,7 @@ def test_bad_requests_get_openai_errors(server, client):
         assert r.json()["error"]["message"] and set(r.json()["error"]) == {"message", "type", "param", "code"}
     assert post(server, {"model": MODEL, "messages": ASK}, key=None).status_code == 401
     assert httpx.get(server + "/health").json() == {"status": "ok", "models": ["base", MODEL]}  # /health needs no key
+    assert httpx.get(server + "/v1/files", headers={"Authorization": f"Bearer {KEY}"}).status_code == 404  # --no-jobs: no jobs API
 
 def test_many_clients_and_a_vanishing_one(server, client):
     "8 clients x 3 requests on two models, streamed and not, while one client drops its stream: no errors, the server stays up."
@@ -100,7 +90,9 @@ def test_many_clients_and_a_vanishing_one(server, client):
     assert httpx.get(server + "/health").status_code == 200
 
 def test_cli_errors_are_one_line():
-    for args, needle in ((["serve", "/no/such/model", "--port", "0"], "could not find model"),
-                         (["serve", "smollm2-135m", "--port", "70000"], "between 0 and 65535")):
+    for args, needle in ((["serve", "/no/such/model", "--port", "0", "--no-jobs"], "could not find model"),
+                         (["serve", "smollm2-135m", "--port", "70000"], "between 0 and 65535"),
+                         (["serve", "--no-jobs"], "nothing to serve"),
+                         (["serve", "--max-concurrent-jobs", "0"], "give a positive number")):
         r = run_cli(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
