@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Training throughput: the plain recipe against finetune_kit's default (fast) path, measured in one run.
+
+Same model, same chat examples (about 200 tokens), same number of optimizer steps (one pass over the same
+examples), same learning rate and schedule. For each configuration it prints non-pad tokens/s, the ratio
+to the plain recipe, MFU against the bf16 matmul peak measured in this run, peak memory, and the
+validation loss on the answer tokens of held-out examples (computed the same way, in fp32, for all).
+
+    PYTHONPATH=. python bench/train_throughput.py                   # CPU, SmolLM2-135M, LoRA + freeze + full
+    PYTHONPATH=. python bench/train_throughput.py --steps 6 --only plain-fp32,plain-bf16,lora
+    PYTHONPATH=. python bench/train_throughput.py --device cuda --model Qwen/Qwen2.5-1.5B-Instruct --batch 16
+
+Each configuration runs in its own process, so peak memory is its own and no state leaks between them.
+"""
+from __future__ import annotations
+import argparse, json, os, random, resource, subprocess, sys, tempfile, time
+
+PLAIN = ("plain-fp32", "plain-bf16")
+FAST = ("lora", "freeze", "full")
+NOTES = ["I'm routing your ticket to the {t} team; they will reply within one business day.",
+         "Thanks for the details. This belongs with {t}, and I've sent it there with your message attached.",
+         "{t}. A specialist will follow up by email shortly."]
+
+
+def chat_examples(n: int, seed: int) -> list[dict]:
+    "Multi-turn support conversations of about 200 tokens (2-4 tickets, each answered with a routing note)."
+    from finetune_kit.sample_data import SYSTEM_PROMPT, make_support_tickets
+    tickets, rng = make_support_tickets(800, seed=seed), random.Random(seed)
+    out = []
+    for i in range(n):
+        msgs = [{"role": "system", "content": SYSTEM_PROMPT}]
+        for k in range(rng.randint(2, 4)):
+            t = tickets[(i * 4 + k) % len(tickets)]["messages"]
+            msgs += [t[1], {"role": "assistant", "content": rng.choice(NOTES).format(t=t[2]["content"])}]
+        out.append({"messages": msgs})
+    return out
+
+
+def matmul_peak(device: str, dtype_name: str, n: int = 2048, reps: int = 10) -> float:
+    "Measured FLOP/s of a large square matrix product in `dtype` on `device` (best of three timings)."
+    import torch
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a @ b; sync()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps): a @ b
+        sync(); best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * reps / best
+
+
+def fp32_trained_copy(model, kind: str, args):
+    "A fresh fp32 model of the same structure holding the trained weights (so every run is scored the same way)."
+    import torch
+    from finetune_kit.config import FinetuneConfig
+    from finetune_kit.model import load_model, setup_strategy
+    trained = {n: p.detach().float().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    fresh, _ = load_model(args.model, "cpu")
+    fresh = setup_strategy(fresh, FinetuneConfig(strategy="lora" if kind in PLAIN else kind, lora_dropout=0.0))
+    missing = set(trained) - {n for n, _ in fresh.named_parameters()}
+    if missing: raise RuntimeError(f"cannot map trained weights: {sorted(missing)[:3]}")
+    with torch.no_grad():
+        for n, p in fresh.named_parameters():
+            if n in trained: p.copy_(trained[n])
+    return fresh.eval()
+
+
+def child(kind: str, args) -> dict:
+    "Train one configuration and return its measurements (runs in its own process)."
+    import torch
+    from transformers import set_seed
+    from finetune_kit.config import AUTO_LEARNING_RATE, FinetuneConfig, resolve_auto
+    from finetune_kit.data import tokenize_examples
+    from finetune_kit.evaluate import answer_loss
+    from finetune_kit.model import count_parameters, load_model, pick_precision, setup_strategy
+    from finetune_kit.train import make_trainer
+    set_seed(0)
+    train_rows = chat_examples(args.steps * args.batch, seed=1)
+    val_rows = chat_examples(args.val, seed=2)
+    strategy = "lora" if kind in PLAIN else kind
+    lr = AUTO_LEARNING_RATE[strategy]
+    model, tok = load_model(args.model, args.device)
+    out_dir = tempfile.mkdtemp(prefix=f"bench-{kind}-")
+    if kind in PLAIN:  # the recipe people write by hand
+        from datasets import Dataset
+        from peft import LoraConfig, get_peft_model
+        from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+        texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in train_rows]
+        ds = Dataset.from_dict({"text": texts}).map(lambda b: tok(b["text"], truncation=True, max_length=512), batched=True, remove_columns=["text"])
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
+        targs = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=lr,
+                                  lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=max(1, args.steps // 4), save_strategy="no",
+                                  report_to=[], bf16=kind == "plain-bf16", use_cpu=args.device == "cpu", seed=0, disable_tqdm=True)
+        trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+        tokens = sum(len(x) for x in ds["input_ids"])
+        precision = "bf16" if kind == "plain-bf16" else "fp32"
+    else:
+        precision = pick_precision("auto", args.device)
+        cfg = FinetuneConfig(model=args.model, strategy=strategy, batch_size=args.batch, max_steps=args.steps, epochs=1,
+                             learning_rate=lr, logging_steps=max(1, args.steps // 4), eval_steps=10**9, save_steps=10**9, seed=0)
+        rcfg, _ = resolve_auto(cfg, len(train_rows))
+        data = {"train": tokenize_examples(tok, train_rows, 512, verbose=False)}
+        model = setup_strategy(model, rcfg)
+        trainer, plan = make_trainer(rcfg, model, tok, data, __import__("pathlib").Path(out_dir), args.device, precision)
+        trainer.args.disable_tqdm = True
+        tokens = sum(len(x) for x in data["train"]["input_ids"])
+    trainable, total = count_parameters(model)
+    if args.device == "cuda": torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    result = trainer.train()
+    if args.device == "cuda": torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    peak = (torch.cuda.max_memory_allocated() if args.device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+    val = answer_loss(fp32_trained_copy(model, kind, args), tok, val_rows)
+    cfg_m = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    return dict(kind=kind, precision=precision, tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds, train_loss=result.training_loss,
+                val_loss=val["loss"] if "loss" in val else val.get("nll", float("nan")), val_token_accuracy=val.get("token_accuracy"),
+                peak_gib=peak, params=total, trainable=trainable, layers=cfg_m.num_hidden_layers, hidden=cfg_m.hidden_size,
+                mean_len=tokens / len(train_rows), examples=len(train_rows))
+
+
+def mfu(r: dict, peak: float) -> float:
+    "Model FLOPs utilisation: (4N, or 6N when every weight is trained, + 12·L·d·T attention) × tokens/s ÷ peak."
+    dense = (6 if r["kind"] == "full" else 4) * r["params"]
+    return (dense + 12 * r["layers"] * r["hidden"] * r["mean_len"]) * r["tokens_per_s"] / peak
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=12, help="optimizer steps per configuration (one pass over steps x batch examples)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--val", type=int, default=48, help="held-out examples for the validation loss")
+    p.add_argument("--only", default=",".join(PLAIN + FAST), help="comma-separated configurations to run")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args)), flush=True); return
+    kinds = args.only.split(",")
+    if bad := [k for k in kinds if k not in PLAIN + FAST]: sys.exit(f"unknown configuration(s) {bad}; choose from {PLAIN + FAST}")
+    import torch
+    peak = matmul_peak(args.device, "bfloat16")
+    print(f"{args.model} on {args.device} ({torch.get_num_threads()} threads): bf16 matmul peak measured {peak / 1e9:.0f} GFLOP/s, "
+          f"fp32 {matmul_peak(args.device, 'float32') / 1e9:.0f} GFLOP/s; {args.steps} steps x batch {args.batch}\n", flush=True)
+    rows = []
+    for k in kinds:
+        cmd = [sys.executable, __file__, "--child", k, *sys.argv[1:]]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if proc.returncode or not line:
+            print(f"{k}: failed\n{proc.stderr[-3000:]}"); continue
+        rows.append(json.loads(line[7:]))
+        r = rows[-1]
+        print(f"  {k:11s} {r['tokens_per_s']:7.0f} tok/s  {r['seconds']:6.1f} s  val loss {r['val_loss']:.4f}", flush=True)
+    base = {r["kind"]: r["tokens_per_s"] for r in rows if r["kind"] in PLAIN}
+    print("\n| configuration | precision | tokens/s | vs plain fp32 | vs plain bf16 | MFU (bf16 peak) | peak memory | train loss | val loss (answers) | val token acc |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        name = r["kind"] if r["kind"] in PLAIN else f"finetune_kit {r['kind']}"
+        vs = lambda b: f"{r['tokens_per_s'] / base[b]:.2f}x" if b in base else "-"
+        print(f"| {name} | {r['precision']} | {r['tokens_per_s']:.0f} | {vs('plain-fp32')} | {vs('plain-bf16')} | {100 * mfu(r, peak):.1f}% | "
+              f"{r['peak_gib']:.2f} GiB | {r['train_loss']:.3f} | {r['val_loss']:.4f} | {r['val_token_accuracy']:.3f} |")
+    if rows: print(f"\n{rows[0]['examples']} examples, {rows[0]['mean_len']:.0f} tokens on average; tokens/s counts non-pad tokens of one pass.")
+
+
+if __name__ == "__main__":
+    main()
