@@ -14,6 +14,7 @@ Each configuration runs in its own process, so peak memory is its own and no sta
 """
 from __future__ import annotations
 import argparse, json, os, random, resource, subprocess, sys, tempfile, time
+from pathlib import Path
 
 PLAIN = ("plain-fp32", "plain-bf16")
 FAST = ("lora", "freeze", "full")
@@ -103,7 +104,7 @@ def child(kind: str, args) -> dict:
         rcfg, _ = resolve_auto(cfg, len(train_rows))
         data = {"train": tokenize_examples(tok, train_rows, 512, verbose=False)}
         model = setup_strategy(model, rcfg)
-        trainer, plan = make_trainer(rcfg, model, tok, data, __import__("pathlib").Path(out_dir), args.device, precision)
+        trainer, plan = make_trainer(rcfg, model, tok, data, Path(out_dir), args.device, precision)
         trainer.args.disable_tqdm = True
         tokens = sum(len(x) for x in data["train"]["input_ids"])
     trainable, total = count_parameters(model)
