@@ -71,3 +71,53 @@ def test_served_merged_folder_answers_like_the_run(run, merged):
 def test_merge_refuses_a_full_folder(run, merged):
     r = run_cli("merge", run, merged, env=OFFLINE, timeout=300)
     assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr
+
+def _fake_hub_cache(root, src):
+    "A Hugging Face cache holding SmolLM2-135M-Instruct with weights other than `src`'s (as a real download would be)."
+    from safetensors.torch import load_file, save_file
+    snap = root/"hub"/"models--HuggingFaceTB--SmolLM2-135M-Instruct"/"snapshots"/("a" * 40)
+    snap.mkdir(parents=True)
+    (snap.parents[1]/"refs").mkdir()
+    (snap.parents[1]/"refs"/"main").write_text("a" * 40)
+    for f in src.iterdir():
+        if f.name != "model.safetensors": (snap/f.name).write_bytes(f.read_bytes())
+    w = load_file(src/"model.safetensors")
+    save_file({k: v * 1.05 for k, v in w.items()}, snap/"model.safetensors", metadata={"format": "pt"})
+    return root/"hub"
+
+LOGITS = ("import sys, torch; from finetune_kit.train import load_run, run_base_model; from finetune_kit.model import resolve_model\n"
+          "_, m, tok = load_run(sys.argv[1], device='cpu')\n"
+          "ids = tok('My card was charged twice.', return_tensors='pt').input_ids\n"
+          "with torch.no_grad(), m.disable_adapter(): torch.save(m(ids).logits[0, -1], sys.argv[2])\n"
+          "print(resolve_model('smollm2-135m')); print(run_base_model(sys.argv[1]))")
+
+def test_same_base_with_a_hub_cache_present(run, tmp_path):
+    "Trained offline on the de-quantized GGUF; loaded later with a Hugging Face cache holding other weights: same base."
+    rec = json.loads((run/"base_model.json").read_text())
+    assert rec["kind"] == "gguf" and rec["quantization"] == "Q4_1", rec
+    assert "de-quantized from the Q4_1 GGUF" in json.loads((run/"summary.json").read_text())["base_model"]
+    hub = _fake_hub_cache(tmp_path, __import__("pathlib").Path(rec["path"]))
+    outs = {}
+    for name, extra in (("no cache", {}), ("hub cache", {"HF_HUB_CACHE": str(hub)})):
+        r = subprocess.run([sys.executable, "-c", LOGITS, str(run), str(tmp_path/f"{len(outs)}.pt")], capture_output=True,
+                           text=True, env={**os.environ, **OFFLINE, **extra}, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[name] = r.stdout.split()
+    assert outs["hub cache"][0].startswith(str(hub)), "the name alone now resolves to the cache: the trap this guards"
+    assert outs["hub cache"][1] == outs["no cache"][1] == rec["path"]
+    assert torch.equal(torch.load(tmp_path/"0.pt"), torch.load(tmp_path/"1.pt")), "the base weights differ"
+
+def test_changed_base_is_refused(run, tmp_path):
+    "A run whose recorded base folder now holds other weights refuses to load, saying so."
+    import shutil
+    rec = json.loads((run/"base_model.json").read_text())
+    fake = tmp_path/"base"
+    shutil.copytree(rec["path"], fake)
+    copy = tmp_path/"run"
+    shutil.copytree(run, copy)
+    (copy/"base_model.json").write_text(json.dumps({**rec, "kind": "folder", "path": str(fake)}))
+    with open(fake/"model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x01\x02\x03\x04")
+    r = run_cli("eval", copy, "--max-examples", "1", env=OFFLINE)
+    assert r.returncode == 2 and "its weights changed" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
