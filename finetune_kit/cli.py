@@ -210,7 +210,7 @@ def cmd_quickstart(args):
     cfg = config_from_args(args)
     # one epoch is plenty for the sample task (the loss is flat after half of it) and keeps the quickstart short
     fixed = {k: v for k, v in dict(epochs=1, eval_steps=20).items() if getattr(args, f"cfg_{k}") is None}
-    cfg = cfg.model_copy(update=fixed)
+    cfg = cfg.replace(**fixed)
     print(f"finetune_kit quickstart: fine-tune {cfg.model} to route support tickets ({cfg.data})\n")
     run = train(cfg)
     report = evaluate_run(run)

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # %% auto #0
 __all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'SMOKE_ENV', 'FinetuneKitError', 'ConfigError', 'FinetuneConfig',
-           'field_help', 'auto_epochs', 'auto_batch_size', 'resolve_auto', 'config_from_dict', 'load_config',
-           'quiet_libraries', 'atomic_open', 'save_config', 'smoke_cap', 'smoke_limits']
+           'field_help', 'config_from_dict', 'load_config', 'quiet_libraries', 'verbose_output', 'library_quiet',
+           'atomic_open', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto', 'smoke_cap', 'smoke_limits']
 
 # %% ../nbs/00_config.ipynb #dfda2a10
 class FinetuneKitError(Exception):
@@ -106,6 +106,10 @@ class FinetuneConfig(BaseModel):
         if v >= 1 and v != int(v): raise ValueError("give a fraction below 1 or a whole number of examples")
         return v
 
+    def replace(self, **values) -> FinetuneConfig:
+        "A copy with `values` changed, each checked like any setting (pydantic's `model_copy(update=)` checks nothing)."
+        return config_from_dict({**self.model_dump(), **values}, source="arguments")
+
 # %% ../nbs/00_config.ipynb #b541f820
 @functools.cache
 def field_help(cls: type | None = None) -> dict[str, str]:
@@ -117,44 +121,6 @@ def field_help(cls: type | None = None) -> dict[str, str]:
                 for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.COMMENT}
     return {n.target.id: comments[n.end_lineno] for n in ast.parse(src).body[0].body
             if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.end_lineno in comments}
-
-# %% ../nbs/00_config.ipynb #4f40f87e
-AUTO_LEARNING_RATE = {"lora": 1e-3, "dora": 1e-3, "qlora": 5e-4, "freeze": 1e-4, "full": 2e-5}
-
-def auto_epochs(n_train: int, target: int = 3, min_examples: int = 100, max_examples: int = 25_000) -> int:
-    "OpenAI's default epochs rule: 3, scaled so that min_examples <= epochs * n_train <= max_examples where possible."
-    if n_train * target < min_examples: return min(25, -(-min_examples // n_train))
-    if n_train * target > max_examples: return max(1, max_examples // n_train)
-    return target
-
-def auto_batch_size(n_train: int) -> int:
-    "A power of two near 1% of the training examples, between 4 and 32."
-    return int(min(32, max(4, 2 ** round(math.log2(max(1, n_train / 100))))))
-
-def resolve_auto(cfg: FinetuneConfig, n_train: int) -> tuple[FinetuneConfig, dict]:
-    "`cfg` with every `auto` value chosen for `n_train` examples, and a record of what was chosen and why."
-    chosen = {}
-    if cfg.epochs == "auto": chosen["epochs"] = (auto_epochs(n_train), f"OpenAI's rule for {n_train} training examples")
-    if cfg.batch_size == "auto":
-        chosen["batch_size"] = (auto_batch_size(n_train), "power of two near 1% of the examples, 4..32")
-    if cfg.learning_rate == "auto":
-        chosen["learning_rate"] = (AUTO_LEARNING_RATE[cfg.strategy], f"default for strategy {cfg.strategy!r}")
-    new = cfg.model_copy(update={k: v for k, (v, _) in chosen.items()})
-    steps = (
-        new.max_steps
-        if new.max_steps > 0
-        else math.ceil(math.ceil(n_train / new.batch_size) / new.grad_accum * new.epochs)
-    )
-    if cfg.eval_steps == "auto": chosen["eval_steps"] = (max(1, steps // 10), f"about 10 evaluations in {steps} steps")
-    if cfg.save_steps == "auto":
-        chosen["save_steps"] = (chosen.get("eval_steps", (cfg.eval_steps,))[0], "at every evaluation")
-    new = new.model_copy(update={k: v for k, (v, _) in chosen.items()})
-    record = {
-        "train_examples": n_train,
-        "total_steps": steps,
-        **{k: {"value": v, "rule": why} for k, (v, why) in chosen.items()},
-    }
-    return new, record
 
 # %% ../nbs/00_config.ipynb #e3685ffc
 def _explain(err: ValidationError, source: str) -> str:
@@ -198,7 +164,9 @@ def load_config(path: str | Path, **overrides) -> FinetuneConfig:
 def quiet_libraries(verbose: bool = False) -> None:
     """Hide what users cannot act on (library deprecation warnings, weight-loading bars) unless `verbose`; call before
     imports."""
-    if verbose: return
+    if verbose:
+        os.environ["FINETUNE_KIT_VERBOSE"] = "1"  # read by `library_quiet`, in this process and the ones it starts
+        return
     # read by transformers and huggingface_hub at import: the Trainer's own bar stays (it uses tqdm directly)
     for k, v in {
         "TRANSFORMERS_VERBOSITY": "error",
@@ -210,7 +178,27 @@ def quiet_libraries(verbose: bool = False) -> None:
     libs = r"(transformers|torch|peft|accelerate|pydantic|datasets|huggingface_hub|gguf|tqdm)(\.|$)"
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=libs)
-    warnings.filterwarnings("ignore", message=r"(?s).*Pydantic serializer warnings")
+
+def verbose_output() -> bool:
+    "Whether the user asked for every library warning and progress bar (`--verbose`, or `$FINETUNE_KIT_VERBOSE=1`)."
+    return os.environ.get("FINETUNE_KIT_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
+
+@contextlib.contextmanager
+def library_quiet(*messages: str):
+    """Inside the block, no transformers progress bars ("Loading weights") and no warnings matching the regexes
+    `messages`, unless `verbose_output()`: for the Python API, which has no `--verbose`."""
+    if verbose_output():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            for m in messages: warnings.filterwarnings("ignore", message=m)
+            yield
+    finally:
+        if bars: hf_logging.enable_progress_bar()
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w"):
@@ -228,6 +216,44 @@ def save_config(cfg: FinetuneConfig, path: str | Path) -> Path:
     "Write `cfg` as YAML (atomically: a crash never leaves half a file)."
     with atomic_open(path) as f: f.write(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return Path(path)
+
+# %% ../nbs/00_config.ipynb #4f40f87e
+AUTO_LEARNING_RATE = {"lora": 1e-3, "dora": 1e-3, "qlora": 5e-4, "freeze": 1e-4, "full": 2e-5}
+
+def auto_epochs(n_train: int, target: int = 3, min_examples: int = 100, max_examples: int = 25_000) -> int:
+    "OpenAI's default epochs rule: 3, scaled so that min_examples <= epochs * n_train <= max_examples where possible."
+    if n_train * target < min_examples: return min(25, -(-min_examples // n_train))
+    if n_train * target > max_examples: return max(1, max_examples // n_train)
+    return target
+
+def auto_batch_size(n_train: int) -> int:
+    "A power of two near 1% of the training examples, between 4 and 32."
+    return int(min(32, max(4, 2 ** round(math.log2(max(1, n_train / 100))))))
+
+def resolve_auto(cfg: FinetuneConfig, n_train: int) -> tuple[FinetuneConfig, dict]:
+    "`cfg` with every `auto` value chosen for `n_train` examples, and a record of what was chosen and why."
+    chosen = {}
+    if cfg.epochs == "auto": chosen["epochs"] = (auto_epochs(n_train), f"OpenAI's rule for {n_train} training examples")
+    if cfg.batch_size == "auto":
+        chosen["batch_size"] = (auto_batch_size(n_train), "power of two near 1% of the examples, 4..32")
+    if cfg.learning_rate == "auto":
+        chosen["learning_rate"] = (AUTO_LEARNING_RATE[cfg.strategy], f"default for strategy {cfg.strategy!r}")
+    new = cfg.replace(**{k: v for k, (v, _) in chosen.items()})
+    steps = (
+        new.max_steps
+        if new.max_steps > 0
+        else math.ceil(math.ceil(n_train / new.batch_size) / new.grad_accum * new.epochs)
+    )
+    if cfg.eval_steps == "auto": chosen["eval_steps"] = (max(1, steps // 10), f"about 10 evaluations in {steps} steps")
+    if cfg.save_steps == "auto":
+        chosen["save_steps"] = (chosen.get("eval_steps", (cfg.eval_steps,))[0], "at every evaluation")
+    new = new.replace(**{k: v for k, (v, _) in chosen.items()})
+    record = {
+        "train_examples": n_train,
+        "total_steps": steps,
+        **{k: {"value": v, "rule": why} for k, (v, why) in chosen.items()},
+    }
+    return new, record
 
 # %% ../nbs/00_config.ipynb #3af28789
 SMOKE_ENV = {"max_steps": "FINETUNE_KIT_MAX_STEPS", "max_eval_examples": "FINETUNE_KIT_MAX_EVAL_EXAMPLES"}
@@ -248,4 +274,4 @@ def smoke_limits(cfg: FinetuneConfig) -> FinetuneConfig:
         if (cap := smoke_cap(key)) is None: continue
         cur = getattr(cfg, key)
         update[key] = cap if cur in (None, -1) else min(cur, cap)
-    return cfg.model_copy(update=update)
+    return cfg.replace(**update)

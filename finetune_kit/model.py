@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .config import FinetuneConfig, FinetuneKitError
+from .config import FinetuneConfig, FinetuneKitError, library_quiet
 
 # %% auto #0
 __all__ = ['MODEL_ALIASES', 'ModelError', 'ModelAlias', 'cache_dir', 'ensure_gguf', 'convert_gguf', 'resolve_model',
@@ -210,13 +210,25 @@ def describe_source(rec: dict) -> str:
     if rec.get("kind") == "hub": return f"{rec['hub_id']} at revision {rec['revision'][:12]} (Hugging Face cache)"
     return f"the model folder {rec['path']}"
 
+def _locate_source(rec: dict) -> Path:
+    "Where a recorded base model is now: its folder, else the same source in this machine's caches (a moved cache)."
+    p = Path(rec["path"])
+    if (p/"config.json").is_file(): return p
+    alias = MODEL_ALIASES.get(rec.get("name", "").lower())
+    if rec.get("kind") == "gguf" and alias and alias.gguf_file == rec.get("gguf"):
+        out = cache_dir()/"models"/rec["name"].lower()
+        if not (out/"config.json").is_file():
+            with contextlib.suppress(ModelError): convert_gguf(ensure_gguf(alias), out)  # the conversion was deleted
+        return out
+    if rec.get("kind") == "hub":
+        from huggingface_hub import snapshot_download
+        with contextlib.suppress(Exception):
+            return Path(snapshot_download(rec["hub_id"], revision=rec["revision"], local_files_only=True))
+    return p
+
 def check_source(rec: dict) -> Path:
     "The folder of a recorded base model, once its weights are checked to be the recorded ones; else a `ModelError`."
-    p = Path(rec["path"])
-    alias = MODEL_ALIASES.get(rec.get("name", "").lower())
-    if not (p/"config.json").is_file() and rec.get("kind") == "gguf" and alias and alias.gguf_file == rec.get("gguf"):
-        with contextlib.suppress(ModelError):
-            convert_gguf(ensure_gguf(alias), p)  # the cached conversion was deleted: redo it
+    p = _locate_source(rec)
     if not (p/"config.json").is_file():
         raise ModelError(
             f"the base model the run was trained on ({describe_source(rec)}) is gone from {p}. Restore it there: "
@@ -274,7 +286,8 @@ def load_model(name: str, device: str = "auto", dtype: torch.dtype = torch.float
         from transformers import BitsAndBytesConfig
         kw = dict(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                   bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True), device_map={"": 0})
-    try: model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+    try:
+        with library_quiet(): model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
     except Exception as e: raise ModelError(f"could not load the model in {path}: {e}") from e
     return (model if quantize_4bit else model.to(device)), tok
 
@@ -319,7 +332,8 @@ def add_lora(model, cfg: FinetuneConfig):
     target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=target, task_type="CAUSAL_LM", use_dora=cfg.strategy == "dora")
-    try: return get_peft_model(model, lora)
+    try:  # peft reads a transformers attribute that is deprecated: nothing a user can act on
+        with library_quiet(r".*is_gradient_checkpointing"): return get_peft_model(model, lora)
     except ValueError as e: raise ModelError(f"lora_target={cfg.lora_target!r}: {e}") from None
 
 def transformer_blocks(model) -> torch.nn.ModuleList:

@@ -15,8 +15,8 @@ from fastcore.imports import in_notebook
 from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .config import (ConfigError, FinetuneConfig, FinetuneKitError, atomic_open, load_config, resolve_auto,
-                                 save_config, smoke_cap, smoke_limits)
+from .config import (ConfigError, FinetuneConfig, FinetuneKitError, atomic_open, library_quiet,
+                                 load_config, resolve_auto, save_config, smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
 from .model import (ModelError, check_source, describe_source, model_source)
 from finetune_kit.model import (
@@ -34,7 +34,7 @@ from .sample_data import write_jsonl
 from .speed import SupervisedHead, speed_setup, supervised_loss
 
 # %% auto #0
-__all__ = ['COMPLETE', 'BASE_MODEL', 'RunError', 'TrainingDiverged', 'new_run_dir', 'MetricsLogger', 'read_metrics',
+__all__ = ['COMPLETE', 'BASE_MODEL', 'SHOWN_LOGS', 'RunError', 'TrainingDiverged', 'new_run_dir', 'MetricsLogger', 'read_metrics',
            'argmax_logits', 'token_accuracy', 'plot_losses', 'FinetuneTrainer', 'latest_checkpoint', 'LivePlot',
            'training_arguments', 'TrainingBar', 'make_trainer', 'clean_options', 'train', 'resume_run',
            'run_base_model', 'run_base_description', 'load_run', 'list_runs', 'compare_runs']
@@ -241,9 +241,17 @@ def _write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict):
     (run_dir/"data_report.json").write_text(json.dumps(report, indent=2))
     return report
 
+# what a log line shows, in this order: the rest (flos, runtimes, epoch fractions) is in metrics.jsonl
+SHOWN_LOGS = {"loss": "loss", "token_accuracy": "token accuracy", "eval_loss": "validation loss",
+              "eval_token_accuracy": "validation token accuracy", "grad_norm": "grad norm", "learning_rate": "lr"}
+
 class TrainingBar(ProgressCallback):
-    "The Trainer's progress bar, without a second bar for every evaluation: one bar for the whole training."
+    "The Trainer's progress bar, without a second bar for every evaluation, and log lines in words, not dicts."
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kw): pass
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero or self.training_bar is None or not logs: return
+        shown = [f"{name} {logs[k]:.4g}" for k, name in SHOWN_LOGS.items() if isinstance(logs.get(k), (int, float))]
+        if shown: self.training_bar.write(f"step {state.global_step}/{state.max_steps}: " + ", ".join(shown))
 
 def make_trainer(
     rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str, callbacks=()
@@ -300,7 +308,7 @@ def _fit(
         print(
             f"run {run_dir}: {len(data['train'])} training examples, strategy {rcfg.strategy}, {trainable:,} of "
             f"{total:,} "
-            f"parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs}, batch "
+            f"parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs:g}, batch "
             f"{rcfg.batch_size}, lr {rcfg.learning_rate}"
         )
     cbs = [MetricsLogger(run_dir/"metrics.jsonl"), *(callbacks or [])]
@@ -375,7 +383,7 @@ def _check_scheduler(name: str) -> None:
 def train(cfg: FinetuneConfig | str | Path = None, callbacks: list | None = None, **overrides) -> Path:
     "Fine-tune as `cfg` (an object or a YAML file; default settings if None) says; returns the run folder."
     if cfg is None: cfg = FinetuneConfig(**overrides)
-    else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.model_copy(update=overrides)
+    else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
     cfg = smoke_limits(cfg)
     _check_scheduler(cfg.lr_scheduler)
     clean_options(cfg)  # an unknown step fails here, before any data loads
@@ -446,7 +454,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     cfg = load_config(run_dir/"config.yaml")
     if (run_dir/"adapter"/"adapter_config.json").is_file():
         model, _ = load_model(str(run_base_model(run_dir)), device)
-        return cfg, PeftModel.from_pretrained(model, run_dir/"adapter").eval(), load_tokenizer(str(run_dir/"adapter"))
+        with library_quiet(r".*is_gradient_checkpointing"): model = PeftModel.from_pretrained(model, run_dir/"adapter")
+        return cfg, model.eval(), load_tokenizer(str(run_dir/"adapter"))
     if (run_dir/"model"/"config.json").is_file():
         model, tok = load_model(str(run_dir/"model"), device)
         return cfg, model.eval(), tok

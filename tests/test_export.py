@@ -121,3 +121,13 @@ def test_changed_base_is_refused(run, tmp_path):
         f.write(b"\x01\x02\x03\x04")
     r = run_cli("eval", copy, "--max-examples", "1", env=OFFLINE)
     assert r.returncode == 2 and "its weights changed" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+def test_moved_cache_finds_the_same_base(run, tmp_path):
+    "A run whose recorded conversion folder is gone (a moved cache, another user's home): the same GGUF, found again."
+    import shutil
+    from finetune_kit.train import run_base_model
+    rec = json.loads((run/"base_model.json").read_text())
+    copy = tmp_path/"run"
+    shutil.copytree(run, copy)
+    (copy/"base_model.json").write_text(json.dumps({**rec, "path": str(tmp_path/"gone"/"smollm2-135m")}))
+    assert str(run_base_model(copy)) == rec["path"]  # this machine's conversion, its fingerprint checked

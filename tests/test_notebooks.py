@@ -1,4 +1,5 @@
 "Runs every notebook in nbs/ with nbdev's test runner: the tests that live beside the code."
+import gc
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
@@ -16,5 +17,6 @@ def test_notebook(nb):
     n_cells = len(nbdev_test.nb_test_cells(nb, skip_flags=flags))
     assert n_cells > 0 or nb.stem == "index", f"{nb.name}: no cell would run"
     ok, secs = nbdev_test.test_nb(nb, skip_flags=flags, showerr=True)
+    gc.collect()  # the notebook's models: freed before the next notebook loads its own
     assert ok, f"{nb.name} failed (see the traceback above)"
     print(f"{nb.name}: {n_cells} cells in {secs:.1f}s")

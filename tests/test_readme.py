@@ -87,7 +87,9 @@ def run_blocks(blocks: list[Block], work: Path) -> list[str]:
                 background.append(proc)
                 _wait_for(_with_port(b.value, port), proc, log)
                 continue
+            t0 = time.time()
             r = subprocess.run(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
+            print(f"{b.where}: {time.time() - t0:.0f} s: {b.code.strip().splitlines()[0][:80]}")
             out = r.stdout + r.stderr
             assert r.returncode == 0, f"{b.where} failed (exit {r.returncode}):\n{b.code}\n--- output:\n{out[-4000:]}"
             assert "Traceback (most recent call last)" not in out, f"{b.where} printed a traceback:\n{b.code}\n{out[-4000:]}"

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, cli_command
 
-ARGS = ["--max-steps", "8", "--epochs", "1", "--logging-steps", "1", "--eval-steps", "2", "--save-steps", "2",
+ARGS = ["--max-steps", "8", "--epochs", "1", "--batch-size", "2", "--logging-steps", "1", "--eval-steps", "2", "--save-steps", "2",
         "--val-size", "16", "--test-size", "16", "--keep-checkpoints", "3"]
 ENV = {"HF_HUB_OFFLINE": "1"}
 
