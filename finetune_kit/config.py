@@ -27,7 +27,7 @@ class ConfigError(FinetuneKitError):
 
 # %% ../nbs/00_config.ipynb #37bf001e
 Auto = Literal["auto"]
-Positive = Annotated[float, Field(gt=0)]  # a number above zero
+Positive = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0)]  # a number above zero; whole numbers stay whole
 Count = Annotated[int, Field(ge=1)]  # a whole number, 1 or more
 
 class FinetuneConfig(BaseModel):
@@ -132,6 +132,8 @@ def _explain(err: ValidationError, source: str) -> str:
             hint = difflib.get_close_matches(key, fields, n=1)
             msg = "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
         elif e["type"] == "literal_error" and e.get("ctx", {}).get("expected") == "'auto'": msg = "or 'auto'"
+        elif e["type"] == "int_parsing" and "float" in str(FinetuneConfig.model_fields.get(key, "").annotation):
+            continue  # a whole number or any number (`Positive`): "not a number" says it all
         else: msg = f"{e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
         bad.setdefault(key, []).append(msg)  # a union type reports once per member: keep them on one line
     lines = []
