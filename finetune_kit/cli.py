@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/cli.html.md"""
 
 # %% ../nbs/07_cli.ipynb #0670020b
 from __future__ import annotations
-import argparse, inspect, re, sqlite3, sys, time, typing
+import argparse, inspect, os, re, sqlite3, sys, time, typing
 from pathlib import Path
 
 from finetune_kit.config import (
@@ -164,14 +164,19 @@ JOBS_DIR = "finetune-kit-jobs"  # where `serve` keeps the jobs API's state unles
 
 def cmd_serve(args):
     if not 0 <= args.port <= 65535: raise FinetuneKitError(f"--port {args.port}: give a port between 0 and 65535")
-    for flag in ("max_tokens_limit", "max_body_bytes", "max_upload_mib", "max_concurrent_jobs"):
+    for flag in ("max_tokens_limit", "max_body_bytes", "max_upload_mib", "max_concurrent_jobs", "max_pending_jobs",
+                 "max_files", "max_storage_gib"):
         if getattr(args, flag) < 1:
             raise FinetuneKitError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: give a positive number")
     if args.no_jobs and args.jobs_dir:
         raise FinetuneKitError("--no-jobs turns the jobs API off; give --jobs-dir without it")
     if args.no_jobs and not args.sources:
         raise FinetuneKitError("nothing to serve: give a SOURCE, or leave the jobs API on (drop --no-jobs)")
-    from finetune_kit.server import ModelRegistry, serve  # after the checks: it imports torch, which takes seconds
+    if args.keep_checkpoints < 0: raise FinetuneKitError(f"--keep-checkpoints {args.keep_checkpoints}: give 0 or more")
+    from finetune_kit.server import ModelRegistry, is_loopback, serve  # after the checks: it imports torch (seconds)
+    if not args.no_jobs and not is_loopback(args.host) and not (args.api_key or os.environ.get("FINETUNE_KIT_API_KEY")):
+        raise FinetuneKitError(f"the jobs API trains on uploaded files: serving it on {args.host} needs an API key "
+                               "(--api-key or $FINETUNE_KIT_API_KEY), or turn it off with --no-jobs")
     registry, services = ModelRegistry(args.device), []
     if not args.no_jobs:
         from finetune_kit.jobs import JobService
@@ -183,6 +188,10 @@ def cmd_serve(args):
                     registry,
                     max_upload_bytes=args.max_upload_mib * 2**20,
                     max_concurrent_jobs=args.max_concurrent_jobs,
+                    max_pending_jobs=args.max_pending_jobs,
+                    max_files=args.max_files,
+                    max_file_bytes=args.max_storage_gib * 2**30,
+                    keep_checkpoints=args.keep_checkpoints,
                 )
             )
         except (OSError, sqlite3.Error) as e:
@@ -199,6 +208,7 @@ def cmd_serve(args):
         max_tokens_limit=args.max_tokens_limit,
         max_body_bytes=args.max_body_bytes,
         log_level=args.log_level,
+        allowed_hosts=[h.strip() for h in (args.allowed_hosts or "").split(",") if h.strip()],
     )
 
 def cmd_quickstart(args):
@@ -346,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(none: only the models that fine-tuning jobs make)",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--allowed-hosts", default=None, metavar="HOST,...",
+                   help="Host names to answer besides loopback (refused: DNS rebinding); `*` for any "
+                   "(default: loopback names; with --host beyond loopback, any)")
     s.add_argument("--port", type=int, default=8000, help="(default: 8000)")
     s.add_argument(
         "--api-key",
@@ -375,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-mib", type=int, default=100, help="largest uploaded training file in MiB (default: 100)"
     )
     j.add_argument("--max-concurrent-jobs", type=int, default=1, help="jobs training at once (default: 1)")
+    j.add_argument("--max-pending-jobs", type=int, default=20, help="jobs waiting or running at once (default: 20)")
+    j.add_argument("--max-files", type=int, default=1000, help="uploaded files kept at once (default: 1000)")
+    j.add_argument("--max-storage-gib", type=int, default=10, help="GiB of uploaded files kept at once (default: 10)")
+    j.add_argument("--keep-checkpoints", type=int, default=1,
+                   help="checkpoints an ended job keeps, weights only (default: 1)")
     s.set_defaults(func=cmd_serve)
     return p
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # %% auto #0
 __all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'SMOKE_ENV', 'FinetuneKitError', 'ConfigError', 'FinetuneConfig',
            'field_help', 'config_from_dict', 'load_config', 'quiet_libraries', 'verbose_output', 'library_quiet',
-           'atomic_open', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto', 'smoke_cap', 'smoke_limits']
+           'atomic_open', 'fsync_dir', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto', 'smoke_cap',
+           'smoke_limits']
 
 # %% ../nbs/00_config.ipynb #dfda2a10
 class FinetuneKitError(Exception):
@@ -210,9 +211,20 @@ def atomic_open(path: str | Path, mode: str = "w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f: yield f
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: after a power cut, the old file or the whole new one
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally: tmp.unlink(missing_ok=True)
+
+def fsync_dir(path: str | Path) -> None:
+    "Make a folder's entries (a rename, a new file) durable: what a crash of the machine, not only the process, needs."
+    if os.name != "posix": return  # Windows cannot open a folder to fsync it
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
 
 def save_config(cfg: FinetuneConfig, path: str | Path) -> Path:
     "Write `cfg` as YAML (atomically: a crash never leaves half a file)."

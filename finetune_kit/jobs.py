@@ -6,7 +6,8 @@ Docs: https://finetune-kit.github.io/finetune_kit/jobs.html.md"""
 
 # %% ../nbs/06_jobs.ipynb #721f1d6d
 from __future__ import annotations
-import argparse, csv, io, json, os, re, secrets, shutil, signal, sqlite3, subprocess, sys, threading, time, traceback
+import argparse, contextlib, csv, io, json, os, re, secrets, shutil, signal, sqlite3, subprocess, sys, threading, time
+import traceback
 from pathlib import Path
 from typing import Any
 try: import fcntl
@@ -14,20 +15,22 @@ except ImportError: fcntl = None  # Windows: no folder lock
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
+from fastcore.basics import patch
 from starlette.concurrency import run_in_threadpool
 from transformers import TrainerCallback
 
 from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig, FinetuneKitError, atomic_open
-from .data import DataError, load_examples
+from .data import DataError, prepare_data
 from .model import MODEL_ALIASES, ModelError
 from .server import APIError, ModelRegistry, create_app, incident, internal_error_message, scrub_paths
 from .train import COMPLETE, latest_checkpoint, read_metrics
 
 # %% auto #0
-__all__ = ['SCHEMA', 'TERMINAL', 'JOB_DEFAULTS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'JobStore', 'fine_tuned_name',
-           'file_object', 'job_object', 'event_object', 'checkpoint_object', 'list_object', 'parse_hyperparameters',
-           'parse_job_request', 'job_config', 'read_upload', 'check_training_file', 'JobEvents', 'sync_checkpoints',
-           'run_worker', 'result_csv', 'trained_tokens', 'JobService', 'jobs_app']
+__all__ = ['SCHEMA', 'TERMINAL', 'JOB_DEFAULTS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'CursorError', 'JobStore',
+           'fine_tuned_name', 'file_object', 'job_object', 'event_object', 'checkpoint_object', 'list_object',
+           'parse_hyperparameters', 'parse_job_request', 'job_config', 'read_upload', 'check_training_file',
+           'JobEvents', 'sync_checkpoints', 'run_worker', 'result_csv', 'trained_tokens', 'JobService', 'jobs_router',
+           'jobs_app']
 
 # %% ../nbs/06_jobs.ipynb #131e57b0
 SCHEMA = """
@@ -60,6 +63,9 @@ def valid_id(s: str, prefix: str) -> bool:
 def now() -> int: return int(time.time())
 
 # %% ../nbs/06_jobs.ipynb #333dc195
+class CursorError(FinetuneKitError):
+    "A list was asked to continue `after` an id that is not in it."
+
 class JobStore:
     "Files, jobs, events and checkpoints in SQLite under `state_dir`; uploaded bytes in `state_dir/files/`."
     def __init__(self, state_dir: str | Path, create: bool = True):
@@ -90,6 +96,17 @@ class JobStore:
     def execute(self, sql: str, *args) -> int:
         with self._lock: return self._db.execute(sql, args).rowcount
 
+    @contextlib.contextmanager
+    def transaction(self):
+        "The block's changes happen together or not at all (a crash in between leaves none of them)."
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try: yield self
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def insert(self, table: str, row: dict) -> dict:
         assert set(row) <= self._columns[table], set(row) - self._columns[table]
         vals = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in row.items()]
@@ -115,9 +132,7 @@ class JobStore:
         op, order = ("<", "DESC") if newest_first else (">", "ASC")
         if after is not None:
             if not self.query(f"SELECT 1 FROM {table} WHERE id = ? AND {where}", after, *args):
-                raise APIError(
-                    400, f"unknown cursor: after={after!r} is not an id in this list", "after", "invalid_cursor"
-                )
+                raise CursorError(f"unknown cursor: after={after!r} is not an id in this list")
             where += f" AND rowid {op} (SELECT rowid FROM {table} WHERE id = ?)"
             args = (*args, after)
         rows = self.query(f"SELECT * FROM {table} WHERE {where} ORDER BY rowid {order} LIMIT ?", *args, limit + 1)
@@ -286,10 +301,10 @@ def parse_job_request(body, models: list[str]) -> dict:
         raise APIError(400, f"suffix must be 1 to 64 letters, digits, '-' or '_', got {suffix!r}", "suffix")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
         raise APIError(400, f"seed must be an integer from 0 to 2147483647, got {seed!r}", "seed")
-    if meta is not None and not (
-        isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
-    ):
-        raise APIError(400, "metadata must map strings to strings", "metadata")
+    if meta is not None and not (isinstance(meta, dict) and len(meta) <= 16 and all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in meta.items())):
+        raise APIError(400, "metadata: at most 16 pairs of strings, keys of at most 64 characters and values of at "
+                       "most 512 (OpenAI's limits)", "metadata")
     if body.get("integrations"):
         raise APIError(
             400, "integrations (e.g. Weights & Biases) are not supported by the local server", "integrations"
@@ -346,8 +361,8 @@ async def read_upload(request: Request, max_bytes: int):
 def check_training_file(path: Path, filename: str) -> int:
     """The number of examples in an uploaded JSONL file; `APIError` 400 with every problem located by `filename`, line
     and field."""
-    try:
-        return len(load_examples(path, strict=True, verbose=False))
+    # one streaming pass, as `finetune-kit data prepare` reads: memory stays flat however large the file
+    try: return prepare_data(path, None, strict=True, clean=None, dedup=False).read
     except DataError as e:
         raise APIError(
             400, f"invalid training file {filename}: " + str(e).replace(str(path), filename), "file", "invalid_file"
@@ -552,52 +567,66 @@ def _lock_folder(state_dir: Path):
         f.seek(0)
         holder = f.read().strip()
         f.close()
-        raise FinetuneKitError(
-            f"another finetune-kit server{f' (pid {holder})' if holder else ''} is using the jobs folder {state_dir}; "
-            "stop it, or give this one another folder"
-        ) from None
+        raise FinetuneKitError(f"another finetune-kit server{f' (pid {holder})' if holder else ''} is using the jobs "
+                               f"folder {state_dir}; stop it, or give this one another folder") from None
     f.truncate(0)
     f.write(str(os.getpid()))
     f.flush()
     return f
 
+def _outcome(jdir: Path) -> dict | None:
+    "What the job's worker wrote when it ended (`outcome.json`: ok, or the error), None if it did not get that far."
+    p = jdir/"outcome.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+def _resume_step(jdir: Path) -> int | None:
+    "The step a job's next attempt resumes from: its newest complete checkpoint's; None to start over."
+    ckpt = latest_checkpoint(jdir/"run") if (jdir/"run"/"config.yaml").is_file() else None
+    return int(ckpt.name.rsplit("-", 1)[1]) if ckpt else None
+
+# %% ../nbs/06_jobs.ipynb #cafc7b65
 class JobService:
-    "The fine-tuning jobs API: `router` for the server, `start()`/`stop()` for its lifespan."
+    "The fine-tuning jobs API's state and scheduler; `router` holds its HTTP routes, `start()`/`stop()` its lifespan."
     def __init__(self, state_dir: str | Path,  # where the database, uploaded files and run folders live
                  registry=None,  # the server's model registry: succeeded jobs' `ft:` models are added to it
                  max_upload_bytes: int = 100 * 2**20,  # uploads over this are refused while they stream
+                 max_files: int = 1000,  # uploaded files kept at once
+                 max_file_bytes: int = 10 * 2**30,  # bytes of uploaded files kept at once
+                 max_pending_jobs: int = 20,  # jobs validating, queued or running at once
+                 max_concurrent_uploads: int = 2,  # uploads read and checked at once (each holds a disk write)
                  max_concurrent_jobs: int = 1,  # workers training at once
+                 keep_checkpoints: int = 1,  # checkpoints an ended job keeps, weights only
                  models: list[str] | None = None,  # base models a job may name (default: finetune_kit's aliases)
                  train_defaults: dict | None = None,  # `FinetuneConfig` values for every job, e.g. {"device": "cpu"}
                  grace_seconds: float = 5.0,  # a cancelled worker gets this long to exit before SIGKILL
-                 max_attempts: int = 3,  # a job interrupted by this many server restarts fails
+                 max_attempts: int = 3,  # a job interrupted this many times (crash or restart) fails
                  poll_seconds: float = 0.5):  # how often the scheduler looks at the workers
         self.store = JobStore(state_dir)
         self._folder_lock = _lock_folder(self.store.dir)
-        self.registry, self.max_upload_bytes, self.max_concurrent_jobs = registry, max_upload_bytes, max_concurrent_jobs
-        self.models = list(models or MODEL_ALIASES)
-        self.train_defaults, self.grace_seconds, self.max_attempts, self.poll_seconds = (
-            train_defaults or {},
-            grace_seconds,
-            max_attempts,
-            poll_seconds,
-        )
+        self.registry, self.models, self.train_defaults = registry, list(models or MODEL_ALIASES), train_defaults or {}
+        self.max_upload_bytes, self.max_files, self.max_file_bytes = max_upload_bytes, max_files, max_file_bytes
+        self.max_pending_jobs, self.max_concurrent_jobs, self.keep_checkpoints = (max_pending_jobs, max_concurrent_jobs,
+                                                                                  keep_checkpoints)
+        self.grace_seconds, self.max_attempts, self.poll_seconds = grace_seconds, max_attempts, poll_seconds
+        self._uploads = threading.BoundedSemaphore(max_concurrent_uploads)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock, self._wake, self._stop, self._thread = threading.RLock(), threading.Event(), threading.Event(), None
-        self.router = self._routes()
+        self._router = None
 
-    # -- lifecycle
+    @property
+    def router(self) -> APIRouter:
+        "The service's HTTP routes, made by `jobs_router` when the app is built."
+        if self._router is None: self._router = jobs_router(self)
+        return self._router
+
     def start(self) -> None:
-        "Recover jobs a dead server left running, register succeeded jobs' models, start the scheduler."
+        "Sweep what a crash left, recover jobs a dead server left running, serve succeeded jobs' models, schedule."
         if self._folder_lock is None: self._folder_lock = _lock_folder(self.store.dir)
+        self.sweep()
         for job in self.store.query("SELECT * FROM jobs WHERE status = 'running'"):
             self._guarded(self._recover, job["id"], job)
-        if self.registry is not None:
-            for job in self.store.query("SELECT * FROM jobs WHERE status = 'succeeded'"):
-                try:
-                    self.registry.add(job["fine_tuned_model"], str(self.store.job_dir(job["id"]) / "run"))
-                except Exception as e:
-                    print(f"finetune_kit jobs: cannot serve {job['fine_tuned_model']}: {e}", file=sys.stderr)
+        for job in self.store.query("SELECT * FROM jobs WHERE status = 'succeeded' AND fine_tuned_model IS NOT NULL"):
+            self._serve(job)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="finetune-kit-jobs", daemon=True)
         self._thread.start()
@@ -612,14 +641,10 @@ class JobService:
         with self._lock:
             for jid, proc in list(self._procs.items()):
                 _terminate(proc, self.grace_seconds)
-                if self.store.update(
-                    "jobs", jid, expect=("running",), status="queued", pid=None, estimated_finish=None
-                ):
-                    self.store.add_event(
-                        jid,
-                        "The server stopped while the job was running; it resumes when the server starts again",
-                        "warn",
-                    )
+                if self.store.update("jobs", jid, expect=("running",), status="queued", pid=None,
+                                     estimated_finish=None):
+                    self.store.add_event(jid, "The server stopped while the job was running; it resumes when the "
+                                         "server starts again", "warn")
             self._procs.clear()
         if self._folder_lock:
             self._folder_lock.close()
@@ -655,218 +680,267 @@ class JobService:
             msg = internal_error_message("the job's scheduler step", summary, traceback.format_exc())
             self._fail(job_id, {"code": "internal_error", "message": msg, "param": None})
 
-    # -- state changes
-    def _fail(self, job_id: str, error: dict, expect=("running", "validating_files", "queued")) -> None:
-        if self.store.update(
-            "jobs",
-            job_id,
-            expect=expect,
-            status="failed",
-            error=error,
-            finished_at=now(),
-            estimated_finish=None,
-            pid=None,
-        ):
-            self.store.add_event(job_id, f"Fine-tuning job failed: {error['message']}", "error")
+# %% ../nbs/06_jobs.ipynb #07a7235c
+@patch
+def sweep(self: JobService) -> dict[str, int]:
+    "Remove what an interrupted change left behind: partial uploads, files and job folders without a row."
+    files = {r["id"] for r in self.store.query("SELECT id FROM files")}
+    jobs = {r["id"] for r in self.store.query("SELECT id FROM jobs")}
+    gone = {"partial uploads": 0, "files without a row": 0, "job folders without a job": 0}
+    for p in (self.store.dir/"files").iterdir():
+        if p.name.startswith(".") and p.name.endswith(".part"): key = "partial uploads"
+        elif valid_id(p.name, "file") and p.name not in files: key = "files without a row"
+        else: continue
+        p.unlink(missing_ok=True)
+        gone[key] += 1
+    for p in (self.store.dir/"jobs").iterdir():
+        if valid_id(p.name, "ftjob") and p.name not in jobs:
+            shutil.rmtree(p, ignore_errors=True)
+            gone["job folders without a job"] += 1
+    return gone
 
-    def _validate(self, job: dict) -> None:
-        for k in ("training_file", "validation_file"):
-            fid = job[k]
-            if fid and not (
-                (f := self.store.get("files", fid))
-                and f["status"] == "processed"
-                and self.store.file_path(fid).is_file()
-            ):
-                return self._fail(
-                    job["id"], {"code": f"invalid_{k}", "message": f"{k} {fid} is gone (deleted?)", "param": k}
-                )
-        if self.store.update("jobs", job["id"], expect=("validating_files",), status="queued"):
-            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+# %% ../nbs/06_jobs.ipynb #408c6499
+@patch
+def _fail(self: JobService, job_id: str, error: dict, expect=("running", "validating_files", "queued")) -> None:
+    if self.store.update("jobs", job_id, expect=expect, status="failed", error=error, finished_at=now(),
+                         estimated_finish=None, pid=None):
+        self.store.add_event(job_id, f"Fine-tuning job failed: {error['message']}", "error")
+        self._retain(job_id)
 
-    def _launch(self, job: dict) -> None:
-        jid, jdir = job["id"], self.store.job_dir(job["id"])
-        jdir.mkdir(parents=True, exist_ok=True)
-        (jdir/"outcome.json").unlink(missing_ok=True)
-        if not self.store.update(
-            "jobs", jid, expect=("queued",), status="running", started_at=now(), attempts=(job["attempts"] or 0) + 1
-        ):
-            return
-        import finetune_kit
-        pkg_root = str(Path(finetune_kit.__file__).resolve().parents[1])  # the worker runs this very finetune_kit
-        env = {
-            **os.environ,
-            "TQDM_DISABLE": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])),
-        }
-        with open(jdir/"worker.log", "ab") as log:
-            log.write(f"--- attempt {(job['attempts'] or 0) + 1} at {time.ctime()}\n".encode())
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "finetune_kit.jobs",
-                    "worker",
-                    str(self.store.dir),
-                    jid,
-                    "--parent",
-                    str(os.getpid()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=jdir,
-                env=env,
-                start_new_session=True,
-            )
-        self._procs[jid] = proc
-        self.store.update("jobs", jid, pid=proc.pid)
-        ckpt = latest_checkpoint(jdir/"run") if (jdir/"run"/"config.yaml").is_file() else None
-        self.store.add_event(
-            jid,
-            f"Fine-tuning job resumed from step {ckpt.name.rsplit('-', 1)[1]}" if ckpt else "Fine-tuning job started",
-        )
+@patch
+def _validate(self: JobService, job: dict) -> None:
+    for k in ("training_file", "validation_file"):
+        fid = job[k]
+        if fid and not ((f := self.store.get("files", fid)) and f["status"] == "processed"
+                        and self.store.file_path(fid).is_file()):
+            return self._fail(job["id"], {"code": f"invalid_{k}", "message": f"{k} {fid} is gone (deleted?)",
+                                          "param": k})
+    if self.store.update("jobs", job["id"], expect=("validating_files",), status="queued"):
+        self.store.add_event(job["id"], "Files validated, moving job to queued state")
 
-    def _finish(self, job_id: str, returncode: int) -> None:
-        "Record the outcome of a worker that exited."
-        jdir = self.store.job_dir(job_id)
-        out = json.loads((jdir/"outcome.json").read_text()) if (jdir/"outcome.json").is_file() else None
-        if out and out["ok"]: return self._succeed(job_id)
-        if out: return self._fail(job_id, out["error"], expect=("running",))
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-        iid = incident(f"job {job_id}: the training process stopped ({how})", _log_tail(jdir/"worker.log"))
-        msg = f"the training process stopped ({how}) (id {iid}); the server log has the details under that id"
-        self._fail(job_id, {"code": "worker_crashed", "message": msg, "param": None}, expect=("running",))
+@patch
+def _launch(self: JobService, job: dict) -> None:
+    jid, jdir = job["id"], self.store.job_dir(job["id"])
+    jdir.mkdir(parents=True, exist_ok=True)
+    (jdir/"outcome.json").unlink(missing_ok=True)
+    attempt = (job["attempts"] or 0) + 1
+    if not self.store.update("jobs", jid, expect=("queued",), status="running", started_at=now(), attempts=attempt):
+        return
+    import finetune_kit
+    pkg_root = str(Path(finetune_kit.__file__).resolve().parents[1])  # the worker runs this very finetune_kit
+    env = {**os.environ, "TQDM_DISABLE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}
+    with open(jdir/"worker.log", "ab") as log:
+        log.write(f"--- attempt {attempt} at {time.ctime()}\n".encode())
+        cmd = [sys.executable, "-m", "finetune_kit.jobs", "worker", str(self.store.dir), jid,
+               "--parent", str(os.getpid())]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=jdir, env=env,
+                                start_new_session=True)
+    self._procs[jid] = proc
+    self.store.update("jobs", jid, pid=proc.pid)
+    step = _resume_step(jdir)
+    self.store.add_event(jid, f"Fine-tuning job resumed from step {step}" if step else "Fine-tuning job started")
 
-    def _succeed(self, job_id: str) -> None:
-        job, run_dir = self.store.get("jobs", job_id), self.store.job_dir(job_id)/"run"
-        res = self.store.insert("files", dict(id=new_id("file"), bytes=0, created_at=now(), filename="step_metrics.csv",
-                                              purpose="fine-tune-results", status="processed"))
-        with atomic_open(self.store.file_path(res["id"])) as f: f.write(result_csv(run_dir))
-        self.store.update("files", res["id"], bytes=self.store.file_path(res["id"]).stat().st_size)
-        resolved = json.loads((run_dir/"hyperparameters.json").read_text())["resolved"]
-        hp = {"n_epochs": resolved["epochs"], "batch_size": resolved["batch_size"],
-              "learning_rate_multiplier": resolved["learning_rate"] / AUTO_LEARNING_RATE[resolved["strategy"]]}
-        name = fine_tuned_name(job)
-        if self.registry is not None: self.registry.add(name, str(run_dir))
-        if self.store.update(
-            "jobs",
-            job_id,
-            expect=("running",),
-            status="succeeded",
-            fine_tuned_model=name,
-            finished_at=now(),
-            pid=None,
-            estimated_finish=None,
-            result_files=[res["id"]],
-            trained_tokens=trained_tokens(run_dir),
-            hyperparameters=hp,
-        ):
+@patch
+def _requeue(self: JobService, job: dict, why: str) -> bool:
+    "Queue a job whose attempt was interrupted (`why`), to resume; False if it used up its `max_attempts`."
+    if (job["attempts"] or 0) >= self.max_attempts: return False
+    step = _resume_step(self.store.job_dir(job["id"]))
+    if self.store.update("jobs", job["id"], expect=("running",), status="queued", pid=None, estimated_finish=None):
+        then = f"resuming from the checkpoint at step {step}" if step else "no complete checkpoint yet: starting over"
+        self.store.add_event(job["id"], f"{why}; {then}", "warn")
+    return True
+
+@patch
+def _finish(self: JobService, job_id: str, returncode: int) -> None:
+    "Record the outcome of a worker that exited: success, its error, or (killed with a checkpoint) a resume."
+    jdir = self.store.job_dir(job_id)
+    if out := _outcome(jdir):
+        return self._succeed(job_id) if out["ok"] else self._fail(job_id, out["error"], ("running",))
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    job = self.store.get("jobs", job_id)
+    if _resume_step(jdir) is not None and self._requeue(job, f"The training process stopped ({how})"): return
+    iid = incident(f"job {job_id}: the training process stopped ({how})", _log_tail(jdir/"worker.log"))
+    msg = f"the training process stopped ({how}) (id {iid}); the server log has the details under that id"
+    self._fail(job_id, {"code": "worker_crashed", "message": msg, "param": None}, expect=("running",))
+
+# %% ../nbs/06_jobs.ipynb #247bbd53
+@patch
+def _serve(self: JobService, job: dict) -> None:
+    "Serve a succeeded job's model under its `ft:` name (unless deleted; a server without a registry serves none)."
+    run = self.store.job_dir(job["id"])/"run"
+    if self.registry is None or not any((run/d).is_dir() for d in ("adapter", "model")): return
+    try: self.registry.add(job["fine_tuned_model"], str(self.store.job_dir(job["id"])/"run"))
+    except FinetuneKitError as e:
+        print(f"finetune_kit jobs: cannot serve {job['fine_tuned_model']}: {e}", file=sys.stderr)
+
+@patch
+def _succeed(self: JobService, job_id: str) -> None:
+    job, run_dir = self.store.get("jobs", job_id), self.store.job_dir(job_id)/"run"
+    rid = new_id("file")
+    with atomic_open(self.store.file_path(rid)) as f: f.write(result_csv(run_dir))
+    resolved = json.loads((run_dir/"hyperparameters.json").read_text())["resolved"]
+    hp = {"n_epochs": resolved["epochs"], "batch_size": resolved["batch_size"],
+          "learning_rate_multiplier": resolved["learning_rate"] / AUTO_LEARNING_RATE[resolved["strategy"]]}
+    name = fine_tuned_name(job)
+    with self.store.transaction():
+        done = self.store.update("jobs", job_id, expect=("running",), status="succeeded", fine_tuned_model=name,
+                                 finished_at=now(), pid=None, estimated_finish=None, result_files=[rid],
+                                 trained_tokens=trained_tokens(run_dir), hyperparameters=hp)
+        if done:
+            self.store.insert("files", dict(id=rid, bytes=self.store.file_path(rid).stat().st_size, created_at=now(),
+                                            filename="step_metrics.csv", purpose="fine-tune-results",
+                                            status="processed"))
             self.store.add_event(job_id, f"New fine-tuned model created: {name}")
             self.store.add_event(job_id, "The job has successfully completed")
+    if not done: return self.store.file_path(rid).unlink(missing_ok=True)  # cancelled meanwhile
+    self._serve({**job, "fine_tuned_model": name})
+    self._retain(job_id)
 
-    def _recover(self, job: dict) -> None:
-        "A job a previous server left `running`: record its outcome, queue it to resume, or fail it."
-        import psutil
-        jid, jdir = job["id"], self.store.job_dir(job["id"])
-        try:  # a worker that outlived its server (no PDEATHSIG off Linux, for a second): stop it first
-            p = psutil.Process(job["pid"]) if job["pid"] else None
-            if p and jid in " ".join(p.cmdline()):
-                p.kill()
-                p.wait(10)
-        except (psutil.Error, OSError):
-            pass
-        out = json.loads((jdir/"outcome.json").read_text()) if (jdir/"outcome.json").is_file() else None
-        if out: return self._succeed(jid) if out["ok"] else self._fail(jid, out["error"], expect=("running",))
-        if (job["attempts"] or 0) >= self.max_attempts:
-            return self._fail(
-                jid,
-                {
-                    "code": "server_restart",
-                    "param": None,
-                    "message": f"the server stopped {job['attempts']} times while this job was running; giving up",
-                },
-                expect=("running",),
-            )
-        ckpt = latest_checkpoint(jdir/"run") if (jdir/"run"/"config.yaml").is_file() else None
-        if self.store.update("jobs", jid, expect=("running",), status="queued", pid=None, estimated_finish=None):
-            self.store.add_event(
-                jid,
-                "The server stopped while the job was running; "
-                + (
-                    f"resuming from the checkpoint at step {ckpt.name.rsplit('-', 1)[1]}"
-                    if ckpt
-                    else "no complete checkpoint yet: starting over"
-                ),
-                "warn",
-            )
+_WEIGHTS_ONLY = re.compile(r"(optimizer|scheduler|scaler)\.pt|rng_state.*\.pth")  # what only a resume reads
 
-    # -- requests
-    def cancel(self, job_id: str) -> dict:
-        "Cancel a job; its worker, if any, is stopped (SIGTERM, then SIGKILL)."
-        with self._lock:
-            job = self._job(job_id)
-            if job["status"] in TERMINAL:
-                raise APIError(
-                    409,
-                    f"job {job_id} has already {job['status']}; it cannot be cancelled",
-                    "fine_tuning_job_id",
-                    "invalid_state",
-                )
-            self.store.update(
-                "jobs",
-                job_id,
-                expect=("validating_files", "queued", "running"),
-                status="cancelled",
-                finished_at=now(),
-                estimated_finish=None,
-                pid=None,
-            )
-            proc = self._procs.pop(job_id, None)
-            self.store.add_event(job_id, "Fine-tuning job cancelled")
-        if proc: _terminate(proc, self.grace_seconds)
-        return self.store.get("jobs", job_id)
+@patch
+def _retain(self: JobService, job_id: str) -> None:
+    "Trim an ended job's checkpoints to the last `keep_checkpoints`, each without its optimizer and RNG state."
+    ckpts = self.store.job_dir(job_id)/"run"/"checkpoints"
+    done = sorted((p for p in ckpts.glob("checkpoint-*") if (p/COMPLETE).is_file()),
+                  key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    cut = len(done) - self.keep_checkpoints if self.keep_checkpoints else len(done)
+    for p in (p for p in ckpts.glob("checkpoint-*") if p not in done[cut:]): shutil.rmtree(p, ignore_errors=True)
+    for p in done[cut:]:
+        for f in p.iterdir():
+            if _WEIGHTS_ONLY.fullmatch(f.name): f.unlink()
+    sync_checkpoints(self.store, job_id, ckpts)
 
-    def _job(self, job_id: str) -> dict:
-        job = self.store.get("jobs", job_id) if valid_id(job_id, "ftjob") else None
-        if job is None: raise APIError(404, f"no fine-tuning job with id {job_id!r}", "fine_tuning_job_id", "not_found")
-        return job
+# %% ../nbs/06_jobs.ipynb #10d29627
+@patch
+def _recover(self: JobService, job: dict) -> None:
+    "A job a previous server left `running`: record its outcome, queue it to resume, or fail it."
+    import psutil
+    jid, jdir = job["id"], self.store.job_dir(job["id"])
+    try:  # a worker that outlived its server (no PDEATHSIG off Linux, for a second): stop it first
+        p = psutil.Process(job["pid"]) if job["pid"] else None
+        if p and jid in " ".join(p.cmdline()):
+            p.kill()
+            p.wait(10)
+    except (psutil.Error, OSError):
+        pass
+    if out := _outcome(jdir): return self._succeed(jid) if out["ok"] else self._fail(jid, out["error"], ("running",))
+    if not self._requeue(job, "The server stopped while the job was running"):
+        msg = f"the server stopped {job['attempts']} times while this job was running; giving up"
+        self._fail(jid, {"code": "server_restart", "param": None, "message": msg}, expect=("running",))
 
-    def _file(self, file_id: str) -> dict:
-        f = self.store.get("files", file_id) if valid_id(file_id, "file") else None
-        if f is None: raise APIError(404, f"no file with id {file_id!r}", "file_id", "not_found")
-        return f
+# %% ../nbs/06_jobs.ipynb #d71f49eb
+@patch
+def _job(self: JobService, job_id: str) -> dict:
+    job = self.store.get("jobs", job_id) if valid_id(job_id, "ftjob") else None
+    if job is None: raise APIError(404, f"no fine-tuning job with id {job_id!r}", "fine_tuning_job_id", "not_found")
+    return job
 
-    def _usable_file(self, file_id: str | None, param: str) -> None:
-        if file_id is None: return
-        f = self.store.get("files", file_id) if valid_id(file_id, "file") else None
-        if f is None:
-            raise APIError(
-                400,
-                f"{param} {file_id!r}: no such file; upload it first with purpose 'fine-tune'",
-                param,
-                "invalid_file",
-            )
-        if f["purpose"] != "fine-tune":
-            raise APIError(
-                400, f"{param} {file_id} has purpose {f['purpose']!r}, not 'fine-tune'", param, "invalid_file"
-            )
+@patch
+def _file(self: JobService, file_id: str) -> dict:
+    f = self.store.get("files", file_id) if valid_id(file_id, "file") else None
+    if f is None: raise APIError(404, f"no file with id {file_id!r}", "file_id", "not_found")
+    return f
 
-    async def upload(self, request: Request) -> dict:
+@patch
+def cancel(self: JobService, job_id: str) -> dict:
+    "Cancel a job; its worker, if any, is stopped (SIGTERM, then SIGKILL)."
+    with self._lock:
+        job = self._job(job_id)
+        if job["status"] in TERMINAL:
+            raise APIError(409, f"job {job_id} has already {job['status']}; it cannot be cancelled",
+                           "fine_tuning_job_id", "invalid_state")
+        self.store.update("jobs", job_id, expect=("validating_files", "queued", "running"), status="cancelled",
+                          finished_at=now(), estimated_finish=None, pid=None)
+        proc = self._procs.pop(job_id, None)
+        self.store.add_event(job_id, "Fine-tuning job cancelled")
+    if proc: _terminate(proc, self.grace_seconds)
+    self._retain(job_id)
+    return self.store.get("jobs", job_id)
+
+@patch
+def delete_job(self: JobService, job_id: str) -> dict:
+    "Delete an ended job with everything it made: events, checkpoints, result files, its model and its folder."
+    job = self._job(job_id)
+    if job["status"] not in TERMINAL:
+        raise APIError(409, f"job {job_id} is {job['status']}; cancel it before deleting it", "fine_tuning_job_id",
+                       "invalid_state")
+    if job["fine_tuned_model"] and self.registry is not None: self.registry.remove(job["fine_tuned_model"])
+    results = [r for r in job["result_files"] or [] if valid_id(r, "file")]
+    with self.store.transaction():
+        for table in ("events", "checkpoints"): self.store.execute(f"DELETE FROM {table} WHERE job_id = ?", job_id)
+        for r in results: self.store.execute("DELETE FROM files WHERE id = ?", r)
+        self.store.execute("DELETE FROM jobs WHERE id = ?", job_id)
+    for r in results: self.store.file_path(r).unlink(missing_ok=True)
+    shutil.rmtree(self.store.job_dir(job_id), ignore_errors=True)
+    return {"id": job_id, "object": "fine_tuning.job", "deleted": True}
+
+@patch
+def delete_model(self: JobService, name: str) -> dict:
+    "Delete a fine-tuned model: no longer served, its weights and checkpoints gone; the job stays, as on OpenAI."
+    jobs = self.store.query("SELECT * FROM jobs WHERE fine_tuned_model = ?", name)
+    if not jobs:
+        raise APIError(404, f"no fine-tuned model {name!r}: only the models of fine-tuning jobs can be deleted",
+                       "model", "model_not_found")
+    if self.registry is not None: self.registry.remove(name)
+    run = self.store.job_dir(jobs[0]["id"])/"run"
+    for d in ("adapter", "model", "checkpoints"): shutil.rmtree(run/d, ignore_errors=True)
+    sync_checkpoints(self.store, jobs[0]["id"], run/"checkpoints")
+    self.store.add_event(jobs[0]["id"], f"Fine-tuned model deleted: {name}")
+    return {"id": name, "object": "model", "deleted": True}
+
+@patch
+def delete_file(self: JobService, file_id: str) -> dict:
+    "Delete an uploaded file and the copies of it in ended jobs' run folders; a file a live job needs is kept (409)."
+    f = self._file(file_id)
+    users = self.store.query("SELECT id, status FROM jobs WHERE ? IN (training_file, validation_file)", f["id"])
+    if any(j["status"] not in TERMINAL for j in users):
+        raise APIError(409, f"file {file_id} is used by a job that has not finished; cancel the job first", "file_id",
+                       "file_in_use")
+    self.store.execute("DELETE FROM files WHERE id = ?", f["id"])  # the row first: a crash leaves bytes `sweep` removes
+    self.store.file_path(f["id"]).unlink(missing_ok=True)
+    for j in users:  # the splits a run folder keeps are copies of the uploaded rows
+        for split in (self.store.job_dir(j["id"])/"run"/"data").glob("*.jsonl"): split.unlink()
+    return {"id": f["id"], "object": "file", "deleted": True}
+
+@patch
+def _usable_file(self: JobService, file_id: str | None, param: str) -> None:
+    if file_id is None: return
+    f = self.store.get("files", file_id) if valid_id(file_id, "file") else None
+    if f is None:
+        raise APIError(400, f"{param} {file_id!r}: no such file; upload it first with purpose 'fine-tune'", param,
+                       "invalid_file")
+    if f["purpose"] != "fine-tune":
+        raise APIError(400, f"{param} {file_id} has purpose {f['purpose']!r}, not 'fine-tune'", param, "invalid_file")
+
+# %% ../nbs/06_jobs.ipynb #6e7d8f85
+def _quota(what: str, limit: str) -> APIError:
+    return APIError(429, f"{what}: the server's limit is {limit}; {'delete some first' if 'file' in what else 'wait'}",
+                    code="quota_exceeded")
+
+@patch
+async def upload(self: JobService, request: Request) -> dict:
+    "Store an uploaded `fine-tune` file once it is read (capped) and checked; its row last (see `sweep`)."
+    if not self._uploads.acquire(blocking=False):
+        raise APIError(429, "too many uploads at once; retry when one has finished", "file", "too_many_uploads")
+    try:
+        kept = self.store.query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM files WHERE purpose = ?",
+                                "fine-tune")[0]
+        n, total = kept["n"], kept["b"]
+        if n >= self.max_files: raise _quota(f"{n} files are stored", f"{self.max_files:,} files")
         form = await read_upload(request, self.max_upload_bytes)
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose != "fine-tune": raise APIError(400, f"purpose must be 'fine-tune', got {purpose!r}", "purpose")
         if upload is None or isinstance(upload, str):
             raise APIError(400, "the form has no file part named 'file'", "file")
-        if (
-            upload.size is not None and upload.size > self.max_upload_bytes
-        ):  # the stream cap allows for headers: the exact check
-            raise APIError(
-                413, f"upload too large: the limit is {self.max_upload_bytes:,} bytes", "file", "file_too_large"
-            )
-        fid, filename = (
-            new_id("file"),
-            Path(upload.filename or "upload.jsonl").name[:255],
-        )  # the name is shown, never used as a path
+        if upload.size is not None and upload.size > self.max_upload_bytes:  # the stream cap allows for headers
+            raise APIError(413, f"upload too large: the limit is {self.max_upload_bytes:,} bytes", "file",
+                           "file_too_large")
+        if upload.size is not None and total + upload.size > self.max_file_bytes:
+            raise _quota(f"{total:,} bytes of files are stored", f"{self.max_file_bytes:,} bytes")
+        fid = new_id("file")
+        filename = Path(upload.filename or "upload.jsonl").name[:255]  # shown, never used as a path
         part = self.store.dir/"files"/f".{fid}.part"
         try:
             with open(part, "wb") as out: await run_in_threadpool(shutil.copyfileobj, upload.file, out)
@@ -875,104 +949,95 @@ class JobService:
             size = part.stat().st_size
             os.replace(part, self.store.file_path(fid))
         finally: part.unlink(missing_ok=True)
-        return self.store.insert(
-            "files", dict(id=fid, bytes=size, created_at=now(), filename=filename, purpose=purpose, status="processed")
-        )
+        return self.store.insert("files", dict(id=fid, bytes=size, created_at=now(), filename=filename,
+                                               purpose=purpose, status="processed"))
+    finally: self._uploads.release()
 
-    def create_job(self, body) -> dict:
-        spec = parse_job_request(body, self.models)
-        self._usable_file(spec["training_file"], "training_file")
-        self._usable_file(spec["validation_file"], "validation_file")
-        job = dict(id=new_id("ftjob"), created_at=now(), status="validating_files", attempts=0, **spec)
-        job["config"] = job_config(job, self.train_defaults)
+@patch
+def create_job(self: JobService, body) -> dict:
+    "A new job row from a request body (checked), `validating_files`; the scheduler takes it from there."
+    spec = parse_job_request(body, self.models)
+    self._usable_file(spec["training_file"], "training_file")
+    self._usable_file(spec["validation_file"], "validation_file")
+    pending = self.store.query("SELECT COUNT(*) AS n FROM jobs WHERE status NOT IN (?, ?, ?)", *TERMINAL)[0]["n"]
+    if pending >= self.max_pending_jobs:
+        raise _quota(f"{pending} jobs are waiting or running", f"{self.max_pending_jobs} jobs")
+    job = dict(id=new_id("ftjob"), created_at=now(), status="validating_files", attempts=0, **spec)
+    job["config"] = job_config(job, self.train_defaults)
+    files = job["training_file"] + (f" and validation file: {job['validation_file']}" if job["validation_file"] else "")
+    with self.store.transaction():
         self.store.insert("jobs", job)
         self.store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
-        self.store.add_event(
-            job["id"],
-            f"Validating training file: {job['training_file']}"
-            + (f" and validation file: {job['validation_file']}" if job["validation_file"] else ""),
-        )
-        row = self.store.get("jobs", job["id"])
-        self._wake.set()
-        return row
-
-    def _routes(self) -> APIRouter:
-        r = APIRouter(prefix="/v1")
-        def lim(limit: int, hi: int = 100):
-            if not 1 <= limit <= hi: raise APIError(400, f"limit must be from 1 to {hi}, got {limit}", "limit")
-            return limit
-
-        @r.post("/files")
-        async def create_file(request: Request): return file_object(await self.upload(request))
-
-        @r.get("/files")
-        def list_files(purpose: str | None = None, after: str | None = None, limit: int = 10000, order: str = "desc"):
-            if order not in ("asc", "desc"):
-                raise APIError(400, f"order must be 'asc' or 'desc', got {order!r}", "order")
-            where, args = ("purpose = ?", (purpose,)) if purpose else ("1", ())
-            rows, more = self.store.page("files", where, args, after, lim(limit, 10000), newest_first=order == "desc")
-            return list_object([file_object(f) for f in rows], more)
-
-        @r.get("/files/{file_id}")
-        def get_file(file_id: str): return file_object(self._file(file_id))
-
-        @r.get("/files/{file_id}/content")
-        def file_content(file_id: str):
-            f = self._file(file_id)
-            return FileResponse(
-                self.store.file_path(f["id"]), media_type="application/octet-stream", filename=f["filename"]
-            )
-
-        @r.delete("/files/{file_id}")
-        def delete_file(file_id: str):
-            f = self._file(file_id)
-            if self.store.query(
-                "SELECT id FROM jobs WHERE (training_file = ? OR validation_file = ?) AND status IN "
-                "('validating_files', 'queued', 'running')",
-                f["id"],
-                f["id"],
-            ):
-                raise APIError(
-                    409,
-                    f"file {file_id} is used by a job that has not finished; cancel the job first",
-                    "file_id",
-                    "file_in_use",
-                )
-            self.store.file_path(f["id"]).unlink(missing_ok=True)
-            self.store.execute("DELETE FROM files WHERE id = ?", f["id"])
-            return {"id": f["id"], "object": "file", "deleted": True}
-
-        @r.post("/fine_tuning/jobs")
-        async def create_job(request: Request):
-            try: body = await request.json()
-            except ValueError: raise APIError(400, "the request body is not valid JSON", None) from None
-            return job_object(await run_in_threadpool(self.create_job, body))
-
-        @r.get("/fine_tuning/jobs")
-        def list_jobs(after: str | None = None, limit: int = 20):
-            rows, more = self.store.page("jobs", after=after, limit=lim(limit))
-            return list_object([job_object(j) for j in rows], more)
-
-        @r.get("/fine_tuning/jobs/{job_id}")
-        def get_job(job_id: str): return job_object(self._job(job_id))
-
-        @r.post("/fine_tuning/jobs/{job_id}/cancel")
-        def cancel_job(job_id: str): return job_object(self.cancel(job_id))
-
-        @r.get("/fine_tuning/jobs/{job_id}/events")
-        def list_events(job_id: str, after: str | None = None, limit: int = 20):
-            job = self._job(job_id)
-            rows, more = self.store.page("events", "job_id = ?", (job["id"],), after, lim(limit))
-            return list_object([event_object(e) for e in rows], more)
-
-        @r.get("/fine_tuning/jobs/{job_id}/checkpoints")
-        def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10):
-            job = self._job(job_id)
-            rows, more = self.store.page("checkpoints", "job_id = ?", (job["id"],), after, lim(limit))
-            return list_object([checkpoint_object(c, job) for c in rows], more)
-        return r
+        self.store.add_event(job["id"], f"Validating training file: {files}")
+    self._wake.set()
+    return self.store.get("jobs", job["id"])
 
 # %% ../nbs/06_jobs.ipynb #223cb812
+def jobs_router(svc: JobService) -> APIRouter:
+    "OpenAI's files and fine-tuning jobs routes (and the deletion of fine-tuned models) over `svc`."
+    r = APIRouter(prefix="/v1")
+    def page(table: str, where: str = "1", args: tuple = (), after: str | None = None, limit: int = 20, hi: int = 100,
+             **kw) -> tuple[list[dict], bool]:
+        if not 1 <= limit <= hi: raise APIError(400, f"limit must be from 1 to {hi}, got {limit}", "limit")
+        try: return svc.store.page(table, where, args, after, limit, **kw)
+        except CursorError as e: raise APIError(400, str(e), "after", "invalid_cursor") from None
+
+    @r.post("/files")
+    async def create_file(request: Request): return file_object(await svc.upload(request))
+
+    @r.get("/files")
+    def list_files(purpose: str | None = None, after: str | None = None, limit: int = 10000, order: str = "desc"):
+        if order not in ("asc", "desc"): raise APIError(400, f"order must be 'asc' or 'desc', got {order!r}", "order")
+        where, args = ("purpose = ?", (purpose,)) if purpose else ("1", ())
+        rows, more = page("files", where, args, after, limit, 10000, newest_first=order == "desc")
+        return list_object([file_object(f) for f in rows], more)
+
+    @r.get("/files/{file_id}")
+    def get_file(file_id: str): return file_object(svc._file(file_id))
+
+    @r.get("/files/{file_id}/content")
+    def file_content(file_id: str):
+        f = svc._file(file_id)
+        return FileResponse(svc.store.file_path(f["id"]), media_type="application/octet-stream", filename=f["filename"])
+
+    @r.delete("/files/{file_id}")
+    def delete_file(file_id: str): return svc.delete_file(file_id)
+
+    @r.post("/fine_tuning/jobs")
+    async def create_job(request: Request):
+        try: body = await request.json()
+        except ValueError: raise APIError(400, "the request body is not valid JSON", None) from None
+        return job_object(await run_in_threadpool(svc.create_job, body))
+
+    @r.get("/fine_tuning/jobs")
+    def list_jobs(after: str | None = None, limit: int = 20):
+        rows, more = page("jobs", after=after, limit=limit)
+        return list_object([job_object(j) for j in rows], more)
+
+    @r.get("/fine_tuning/jobs/{job_id}")
+    def get_job(job_id: str): return job_object(svc._job(job_id))
+
+    @r.post("/fine_tuning/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str): return job_object(svc.cancel(job_id))
+
+    @r.delete("/fine_tuning/jobs/{job_id}")
+    def delete_job(job_id: str): return svc.delete_job(job_id)
+
+    @r.get("/fine_tuning/jobs/{job_id}/events")
+    def list_events(job_id: str, after: str | None = None, limit: int = 20):
+        rows, more = page("events", "job_id = ?", (svc._job(job_id)["id"],), after, limit)
+        return list_object([event_object(e) for e in rows], more)
+
+    @r.get("/fine_tuning/jobs/{job_id}/checkpoints")
+    def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10):
+        job = svc._job(job_id)
+        rows, more = page("checkpoints", "job_id = ?", (job["id"],), after, limit)
+        return list_object([checkpoint_object(c, job) for c in rows], more)
+
+    @r.delete("/models/{name:path}")
+    def delete_model(name: str): return svc.delete_model(name)
+    return r
+
 def jobs_app(service: JobService, **app_kw) -> FastAPI:
     "`create_app` with `service` mounted, serving its `ft:` models from its registry (a new one if it has none)."
     if service.registry is None: service.registry = ModelRegistry()

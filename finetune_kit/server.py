@@ -6,26 +6,32 @@ Docs: https://finetune-kit.github.io/finetune_kit/server.html.md"""
 
 # %% ../nbs/05a_server.ipynb #30af488b
 from __future__ import annotations
-import asyncio, logging, os, re, secrets, socket, threading, time, uuid
+import asyncio, ipaddress, logging, os, re, secrets, socket, threading, time, uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from fastapi import APIRouter, FastAPI, Request
+from fastcore.basics import patch
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .config import FinetuneKitError
-from .deploy import load_chat_model
+from .config import FinetuneKitError, library_quiet
+from .model import load_model, load_tokenizer, resolve_model
+from .train import RunError, run_base_model
 
 # %% auto #0
-__all__ = ['log', 'APIError', 'scrub_paths', 'incident', 'internal_error_message', 'error_response', 'install_error_handlers',
-           'source_name', 'parse_sources', 'ModelRegistry', 'context_length', 'render_chat', 'generate_reply',
-           'ChatRequest', 'chat_router', 'create_app', 'build_app', 'serve', 'ServerThread']
+__all__ = ['log', 'MAX_STOPS', 'MAX_STOP_CHARS', 'UVICORN_LIMITS', 'APIError', 'scrub_paths', 'incident',
+           'internal_error_message', 'error_response', 'install_error_handlers', 'source_name', 'parse_sources',
+           'source_weights', 'ModelRegistry', 'context_length', 'render_chat', 'generate_reply', 'ChatRequest',
+           'chat_router', 'host_name', 'is_loopback', 'host_allowed', 'default_allowed_hosts', 'create_app',
+           'build_app', 'serve', 'ServerThread']
 
 # %% ../nbs/05a_server.ipynb #119e8012
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -125,9 +131,7 @@ _NAME = re.compile(r"[A-Za-z0-9][\w.:/-]{0,127}")
 def source_name(source: str | Path) -> str:
     "The default served name of a source: the run or model folder's name, or the alias (or Hub id) itself."
     p, s = Path(source).expanduser(), str(source)
-    is_path = (
-        p.exists() or ("/" in s or "\\" in s) and not re.fullmatch(r"[\w.-]+/[\w.-]+", s)
-    )  # owner/name is a Hub id
+    is_path = p.exists() or ("/" in s or "\\" in s) and not re.fullmatch(r"[\w.-]+/[\w.-]+", s)  # owner/name: Hub
     return (p.resolve() if p.exists() else p).name if is_path else s
 
 def parse_sources(specs: list[str]) -> dict[str, str]:
@@ -137,44 +141,66 @@ def parse_sources(specs: list[str]) -> dict[str, str]:
         name, eq, path = s.partition("=")
         if not (eq and _NAME.fullmatch(name) and not Path(s).exists()): name, path = source_name(s), s
         if not _NAME.fullmatch(name):
-            raise FinetuneKitError(
-                f"{s!r}: served name {name!r} must be letters, digits, '.', '_', ':', '/' or '-'; name it with "
-                "NAME=PATH"
-            )
+            raise FinetuneKitError(f"{s!r}: served name {name!r} must be letters, digits, '.', '_', ':', '/' or '-'; "
+                                   "name it with NAME=PATH")
         if name in out:
-            raise FinetuneKitError(
-                f"two models are served as {name!r} ({out[name]} and {path}); name them with NAME=PATH"
-            )
+            raise FinetuneKitError(f"two models are served as {name!r} ({out[name]} and {path}); name them NAME=PATH")
         out[name] = path
     return out
 
+def source_weights(source: str | Path) -> tuple[Path, Path | None, Path]:
+    "(weights folder, adapter folder or None, tokenizer folder) of a run folder, a model folder or an alias."
+    p = Path(source)
+    if (p/"config.yaml").is_file():
+        if (p/"adapter"/"adapter_config.json").is_file(): return run_base_model(p), p/"adapter", p/"adapter"
+        if (p/"model"/"config.json").is_file(): return p/"model", None, p/"model"
+        raise RunError(f"{p} has no trained weights: the run did not finish")
+    path = resolve_model(str(source))
+    return path, None, path
+
+# %% ../nbs/05a_server.ipynb #c87c41ae
+class _Weights:
+    "One set of weights in memory: a model, or a base shared by the LoRA adapters trained on it."
+    def __init__(self, folder: Path):
+        self.folder, self.model = folder, None
+        self.adapters: OrderedDict[str, str] = OrderedDict()  # served name -> PEFT adapter name, least recent first
+        self.lock = threading.Lock()  # held while loading or generating: one request on these weights at a time
+
 class _Served:
-    "One served model: its source, its weights once loaded, and the worker thread that runs its requests in turn."
+    "One served name: its source and, once used, its tokenizer, weights and adapter folder."
     def __init__(self, name: str, source: str, max_queue: int):
         self.name, self.source, self.created = name, str(source), int(time.time())
-        self.model = self.tok = None
-        self.load_lock = threading.Lock()
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"model-{name}")
-        self.slots = threading.BoundedSemaphore(max_queue)  # requests waiting or running on this model
+        self.tok = self.weights = self.adapter_dir = None
+        self.slots = threading.BoundedSemaphore(max_queue)  # requests waiting or running on this name
 
 class ModelRegistry:
-    "Models served by name; each is loaded on first use and runs its requests on its own worker thread."
-    def __init__(self, device: str = "auto", max_queue: int = 64):
-        self.device, self.max_queue = device, max_queue
+    "Models served by name, loaded on first use; LoRA runs share one copy of their base; memory stays bounded."
+    def __init__(self, device: str = "auto",
+                 max_queue: int = 64,  # requests waiting or running per name; more get a 429
+                 max_models: int = 2,  # sets of weights (bases, full models) in memory; the least recent goes
+                 max_adapters: int = 8,  # adapters loaded per base; the least recent goes
+                 max_generations: int = 2):  # requests generating at once, across all models
+        self.device, self.max_queue, self.max_models, self.max_adapters = device, max_queue, max_models, max_adapters
         self._models: dict[str, _Served] = {}
-        self._lock = threading.Lock()
+        self._weights: OrderedDict[str, _Weights] = OrderedDict()  # by folder, least recently used first
+        self._lock = threading.RLock()
+        self._adapter_ids = iter(range(1, 1 << 62))  # PEFT adapter names may not hold the dots of model names
+        self.pool = ThreadPoolExecutor(max_generations, thread_name_prefix="generate")
 
     def add(self, name: str, source) -> None:
         "Serve `source` (run folder, model folder or alias) as `name`, replacing any model of that name."
         if not _NAME.fullmatch(name):
             raise FinetuneKitError(f"model name {name!r}: use letters, digits, '.', '_', ':', '/' or '-'")
-        with self._lock: old, self._models[name] = self._models.get(name), _Served(name, source, self.max_queue)
-        if old: old.worker.shutdown(wait=False)  # requests already queued on it still finish
+        self.remove(name)
+        with self._lock: self._models[name] = _Served(name, source, self.max_queue)
 
     def remove(self, name: str) -> None:
-        "Stop serving `name` (no error if it is not served)."
-        with self._lock: old = self._models.pop(name, None)
-        if old: old.worker.shutdown(wait=False)
+        "Stop serving `name` and unload its adapter (no error if it is not served); queued requests still finish."
+        with self._lock: e = self._models.pop(name, None)
+        w = e and e.weights
+        if w and name in w.adapters:
+            with w.lock:
+                if w.model is not None and name in w.adapters: w.model.delete_adapter(w.adapters.pop(name))
 
     def names(self) -> list[str]:
         with self._lock: return sorted(self._models)
@@ -182,30 +208,84 @@ class ModelRegistry:
     def __contains__(self, name) -> bool:
         with self._lock: return name in self._models
 
+    def loaded(self) -> dict[str, list[str]]:
+        "{weights folder: names whose adapters are loaded on it} for the weights in memory now."
+        with self._lock: return {str(k): list(w.adapters) for k, w in self._weights.items() if w.model is not None}
+
     def entry(self, name: str) -> _Served:
         "The served model `name`, or a 404 `APIError`."
         with self._lock: e = self._models.get(name)
         if e is None:
-            raise APIError(
-                404,
-                f"The model '{name}' does not exist. Served models: {', '.join(self.names()) or 'none'}.",
-                param="model",
-                code="model_not_found",
-            )
+            served = ", ".join(self.names()) or "none"
+            raise APIError(404, f"The model '{name}' does not exist. Served models: {served}.", param="model",
+                           code="model_not_found")
         return e
 
-    def get(self, name: str):
-        "(model, tokenizer) served as `name`, loading it now if needed."
-        e = self.entry(name)
-        with e.load_lock:
-            if e.model is None:
-                try: model, tok = load_chat_model(e.source, self.device)
-                except FinetuneKitError as err:
-                    log.error("model %r could not be loaded from %s: %s", name, e.source, err)
-                    raise APIError(500, f"model '{name}' could not be loaded: {scrub_paths(str(err))}", param="model",
-                                   code="model_load_failed", type="server_error") from None
-                e.model, e.tok = model.eval(), tok
-        return e.model, e.tok
+# %% ../nbs/05a_server.ipynb #d6eb9d9d
+def _load_failed(e: _Served, err: Exception) -> APIError:
+    log.error("model %r could not be loaded from %s: %s", e.name, e.source, err)
+    return APIError(500, f"model '{e.name}' could not be loaded: {scrub_paths(str(err))}", param="model",
+                    code="model_load_failed", type="server_error")
+
+@patch
+def _weights_of(self: ModelRegistry, e: _Served) -> _Weights:
+    "The weights `e` runs on (and its tokenizer), found on first use; one `_Weights` per folder, shared."
+    if e.weights is None:
+        try:
+            folder, e.adapter_dir, tok_dir = source_weights(e.source)
+            e.tok = load_tokenizer(str(tok_dir))
+        except FinetuneKitError as err: raise _load_failed(e, err) from None
+        with self._lock: e.weights = self._weights.setdefault(str(folder), _Weights(folder))
+    return e.weights
+
+@patch
+def _make_room(self: ModelRegistry, keep: _Weights) -> None:
+    "Unload the least recently used weights, not in use, until fewer than `max_models` besides `keep` are loaded."
+    with self._lock: loaded = [w for w in self._weights.values() if w.model is not None and w is not keep]
+    for w in loaded[:max(0, len(loaded) - self.max_models + 1)]:
+        if w.lock.acquire(blocking=False):  # weights in use stay: memory is over the bound until they are done
+            w.model, w.adapters = None, OrderedDict()
+            w.lock.release()
+
+@patch
+def _activate(self: ModelRegistry, w: _Weights, e: _Served):
+    "The model of `w` with `e`'s adapter loaded and active (the least recent adapter makes room); `w.lock` is held."
+    if e.adapter_dir is None: return w.model
+    from peft import PeftModel
+    if e.name not in w.adapters:
+        while len(w.adapters) >= self.max_adapters: w.model.delete_adapter(w.adapters.popitem(last=False)[1])
+        aid = f"a{next(self._adapter_ids)}"
+        try:
+            with library_quiet(r".*is_gradient_checkpointing"):
+                if isinstance(w.model, PeftModel): w.model.load_adapter(str(e.adapter_dir), adapter_name=aid)
+                else: w.model = PeftModel.from_pretrained(w.model, str(e.adapter_dir), adapter_name=aid).eval()
+        except Exception as err: raise _load_failed(e, err) from None
+        w.adapters[e.name] = aid
+    w.adapters.move_to_end(e.name)
+    w.model.set_adapter(w.adapters[e.name])
+    return w.model
+
+@patch
+@contextmanager
+def use(self: ModelRegistry, name: str):
+    "(model, tokenizer) of `name`, loaded if needed, its adapter active, and no other request on them meanwhile."
+    e = self.entry(name)
+    w = self._weights_of(e)
+    with w.lock:
+        if w.model is None:
+            self._make_room(w)
+            try:
+                with library_quiet(): w.model = load_model(str(w.folder), self.device)[0].eval()
+            except FinetuneKitError as err: raise _load_failed(e, err) from None
+        with self._lock: self._weights.move_to_end(str(w.folder))
+        model = self._activate(w, e)
+        plain = e.adapter_dir is None and bool(w.adapters)  # the base itself, with adapters on it switched off
+        with model.disable_adapter() if plain else nullcontext(): yield model, e.tok
+
+@patch
+def get(self: ModelRegistry, name: str):
+    "(model, tokenizer) of `name`, loaded now if needed; to generate with them, hold them with `use`."
+    with self.use(name) as loaded: return loaded
 
 # %% ../nbs/05a_server.ipynb #28472aff
 def _held_back(text: str, stops: list[str]) -> int:
@@ -383,6 +463,8 @@ def _sse(obj) -> str:
     import json
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
+MAX_STOPS, MAX_STOP_CHARS = 4, 256  # OpenAI's count; a length cap, as every token is checked against each stop
+
 def _check(req: ChatRequest, max_tokens_limit: int) -> tuple[list[dict], dict]:
     "The chat messages and generation settings of a request, or a 400 `APIError`."
     if req.n != 1: raise APIError(400, "only n=1 is supported", param="n")
@@ -396,8 +478,9 @@ def _check(req: ChatRequest, max_tokens_limit: int) -> tuple[list[dict], dict]:
             code="max_tokens_too_large",
         )
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(stop) > 4 or any(not s for s in stop):
-        raise APIError(400, "stop: give at most 4 non-empty strings", param="stop")
+    if len(stop) > MAX_STOPS or any(not s or len(s) > MAX_STOP_CHARS for s in stop):
+        raise APIError(400, f"stop: give at most {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters",
+                       param="stop")
     if req.seed is not None and not 0 <= req.seed < 2**63:
         raise APIError(400, "seed must be between 0 and 2**63 - 1", param="seed")
     messages = [m.to_chat() for m in req.messages]
@@ -408,18 +491,22 @@ def _check(req: ChatRequest, max_tokens_limit: int) -> tuple[list[dict], dict]:
 
 # %% ../nbs/05a_server.ipynb #bc650f80
 def _submit(registry: ModelRegistry, name: str, job):
-    "Queue `job(model, tok)` on the model's worker; a 429 `APIError` when its queue is full."
+    "Queue `job(model, tok)` on the registry's generation pool; a 429 `APIError` when `name` has a full queue."
     e = registry.entry(name)
     if not e.slots.acquire(blocking=False):
         raise APIError(429, f"model '{name}' has {registry.max_queue} requests waiting; retry later", code="queue_full")
     def run():
-        try: return job(*registry.get(name))
+        try:
+            with registry.use(name) as (model, tok): return job(model, tok)
         finally: e.slots.release()
-    try:
-        return e.worker.submit(run)
-    except RuntimeError:
-        e.slots.release()
-        raise APIError(404, f"model '{name}' was just removed", param="model", code="model_not_found")
+    return registry.pool.submit(run)
+
+async def _unless_gone(request: Request, fut, cancel: threading.Event):
+    "The result of `fut`; a client that hangs up first cancels the generation (its reply would go nowhere)."
+    while not fut.done():
+        await asyncio.wait([fut], timeout=0.25)
+        if not fut.done() and await request.is_disconnected(): cancel.set()
+    return fut.result()
 
 
 def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRouter:
@@ -436,14 +523,14 @@ def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRou
     def retrieve_model(name: str): return model_card(name)
 
     @r.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
+    async def chat_completions(req: ChatRequest, request: Request):
         messages, gen = _check(req, max_tokens_limit)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": cid, "created": created, "model": req.model, "system_fingerprint": None}
         if not req.stream:
-            out = await asyncio.wrap_future(
-                _submit(registry, req.model, lambda m, t: generate_reply(m, t, messages, **gen))
-            )
+            cancel = threading.Event()
+            fut = _submit(registry, req.model, lambda m, t: generate_reply(m, t, messages, cancel=cancel, **gen))
+            out = await _unless_gone(request, asyncio.wrap_future(fut), cancel)
             return {
                 **head,
                 "object": "chat.completion",
@@ -521,35 +608,75 @@ def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRou
     return r
 
 # %% ../nbs/05a_server.ipynb #d2fe2554
+def host_name(value: str) -> str:
+    "The host of a `Host` or `Origin` header, lower-case, without scheme, port or path: `http://[::1]:8000` -> `::1`."
+    v = value.strip().lower().split("://", 1)[-1].split("/", 1)[0]
+    if v.startswith("["): return v[1:].split("]", 1)[0]
+    return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+
+def is_loopback(host: str) -> bool:
+    "Whether `host` names this machine only: a loopback address, `localhost` or a name under `.localhost`."
+    h = host_name(host)
+    if h == "localhost" or h.endswith(".localhost"): return True
+    try: return ipaddress.ip_address(h).is_loopback
+    except ValueError: return False
+
+def host_allowed(host: str, allowed: list[str] | None) -> bool:
+    "Whether a request naming `host` is answered: `allowed` None means any host; `*` in it, too."
+    h = host_name(host)
+    return allowed is None or "*" in allowed or is_loopback(h) or h in {host_name(a) for a in allowed}
+
+def default_allowed_hosts(bind: str, extra: list[str] = ()) -> list[str] | None:
+    "The hosts a server bound to `bind` answers: loopback names plus `extra`; bound wider with no `extra`, any (None)."
+    if not is_loopback(bind) and not extra: return None
+    return [*extra] + ([] if is_loopback(bind) or bind in ("0.0.0.0", "::") else [bind])
+
+# %% ../nbs/05a_server.ipynb #02189c98
+_JSON_TYPES = re.compile(r"application/([\w.+-]+\+)?json\s*(;|$)")
+_SAFE = ("GET", "HEAD", "OPTIONS")
+
 class _Gate:
-    "ASGI middleware: Bearer API key on `/v1/...`, and a body-size cap on every path but `/v1/files`."
-    def __init__(self, app, api_key: str | None = None, max_body_bytes: int | None = None):
+    "ASGI middleware: the host allow-list, foreign origins, JSON bodies, the API key and the body-size cap."
+    def __init__(self, app, api_key: str | None = None, max_body_bytes: int | None = None,
+                 allowed_hosts: list[str] | None = ()):
         from starlette.middleware.body_limit import RequestBodyLimitMiddleware
-        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+        self.app, self.api_key, self.max_body_bytes, self.allowed = app, api_key, max_body_bytes, allowed_hosts
         self.limited = RequestBodyLimitMiddleware(app, max_body_bytes) if max_body_bytes is not None else app
+
+    def refusal(self, scope) -> JSONResponse | None:
+        "The error answer for a request that must not reach the routes, or None."
+        h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host, path, method = h.get("host", ""), scope["path"], scope["method"]
+        if not host_allowed(host, self.allowed):
+            return error_response(403, f"Host {host_name(host)!r} is not allowed: this server answers its own names "
+                                  "(start it with --allowed-hosts to add one)", code="host_not_allowed")
+        origin = h.get("origin")
+        same_site = origin is not None and host_name(origin) == host_name(host)
+        if method not in _SAFE and origin is not None and not (host_allowed(origin, self.allowed or []) or same_site):
+            return error_response(403, f"requests from web pages of {origin!r} are refused", code="origin_not_allowed")
+        uploads = path == "/v1/files" or path.startswith("/v1/files/")
+        has_body = h.get("content-length", "0") not in ("", "0") or "transfer-encoding" in h
+        ctype = h.get("content-type", "")
+        if method not in _SAFE and has_body and not uploads and not _JSON_TYPES.match(ctype.lower()):
+            return error_response(415, f"send the body as application/json, not {ctype or 'no type'!r}",
+                                  code="unsupported_media_type")
+        if self.api_key and (path == "/v1" or path.startswith("/v1/")):
+            scheme, _, key = h.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), self.api_key.encode()):
+                msg = ("Incorrect API key provided." if "authorization" in h
+                       else "You didn't provide an API key: send the header 'Authorization: Bearer KEY'.")
+                return error_response(401, msg, code="invalid_api_key")
+        size = h.get("content-length", "0")
+        if not uploads and self.max_body_bytes is not None and size.isdigit() and int(size) > self.max_body_bytes:
+            # a declared size is refused up front; starlette's middleware would answer it in plain text
+            return error_response(413, f"The request body is too large: the limit is {self.max_body_bytes:,} bytes.",
+                                  code="request_too_large")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
-        path = scope["path"]
-        if self.api_key and (path == "/v1" or path.startswith("/v1/")):
-            auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            scheme, _, key = auth.partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), self.api_key.encode()):
-                msg = (
-                    "Incorrect API key provided."
-                    if auth
-                    else "You didn't provide an API key: send the header 'Authorization: Bearer KEY'."
-                )
-                return await error_response(401, msg, code="invalid_api_key")(scope, receive, send)
-        if path == "/v1/files" or path.startswith("/v1/files/"): return await self.app(scope, receive, send)
-        size = dict(scope["headers"]).get(b"content-length", b"0")
-        if self.max_body_bytes is not None and size.isdigit() and int(size) > self.max_body_bytes:
-            # a declared size is refused up front; starlette's middleware would answer it in plain text
-            return await error_response(
-                413,
-                f"The request body is too large: the limit is {self.max_body_bytes:,} bytes.",
-                code="request_too_large",
-            )(scope, receive, send)
+        if (no := self.refusal(scope)) is not None: return await no(scope, receive, send)
+        if scope["path"] == "/v1/files" or scope["path"].startswith("/v1/files/"):
+            return await self.app(scope, receive, send)
         await self.limited(scope, receive, send)  # bodies of undeclared size are counted as they arrive
 
 # %% ../nbs/05a_server.ipynb #6b0767f7
@@ -557,7 +684,8 @@ def create_app(registry: ModelRegistry,
                api_key: str | None = None,  # Bearer key required on /v1/... (None: open)
                max_body_bytes: int = 1_000_000,  # largest request body, except uploads under /v1/files
                max_tokens_limit: int = 2048,  # largest max_tokens a request may ask for
-               services: list = ()) -> FastAPI:  # objects with .router, .start() and .stop() (e.g. the jobs API)
+               services: list = (),  # objects with .router, .start() and .stop() (e.g. the jobs API)
+               allowed_hosts: list[str] | None = ()) -> FastAPI:  # Host names answered besides loopback; None: any
     "The FastAPI app serving `registry` with OpenAI's API, plus the routers of `services`."
     @asynccontextmanager
     async def lifespan(app):
@@ -579,22 +707,48 @@ def create_app(registry: ModelRegistry,
     @app.get("/health")
     def health(): return {"status": "ok", "models": registry.names()}
 
-    app.add_middleware(_Gate, api_key=api_key or None, max_body_bytes=max_body_bytes)
+    app.add_middleware(_Gate, api_key=api_key or None, max_body_bytes=max_body_bytes,
+                       allowed_hosts=None if allowed_hosts is None else list(allowed_hosts))
     return app
 
 # %% ../nbs/05a_server.ipynb #68fc677e
+class _HeaderTimeout(H11Protocol):
+    "uvicorn's HTTP/1.1 protocol, closing a connection whose request headers take over `header_timeout` s to arrive."
+    header_timeout = 10.0
+
+    def _arm(self):
+        self._headers_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _too_slow(self):
+        if not self.transport.is_closing(): self.transport.close()
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        if self._headers_timer is None and (cycle is None or cycle.response_complete): self._arm()  # a next request
+        super().data_received(data)
+        if self.cycle is not cycle and self._headers_timer is not None:  # a request's headers are complete
+            self._headers_timer.cancel()
+            self._headers_timer = None
+
+    def connection_lost(self, exc):
+        if self._headers_timer is not None: self._headers_timer.cancel()
+        super().connection_lost(exc)
+
+UVICORN_LIMITS = dict(limit_concurrency=64, timeout_keep_alive=5, http=_HeaderTimeout)
+
 def _check_port(host: str, port: int):
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
-        try:
-            s.bind((host, port))
+        try: s.bind((host, port))
         except OSError as e:
             raise FinetuneKitError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
 
-
-def build_app(
-    sources: list[str], device: str = "auto", preload: bool = True, registry: ModelRegistry | None = None, **app_kw
-) -> FastAPI:
+def build_app(sources: list[str], device: str = "auto", preload: bool = True, registry: ModelRegistry | None = None,
+              **app_kw) -> FastAPI:
     """A registry of `sources` (`PATH`, alias or `NAME=PATH`; added to `registry` if given), loaded now if `preload`,
     and its app."""
     registry = ModelRegistry(device) if registry is None else registry
@@ -605,50 +759,41 @@ def build_app(
             except APIError as e: raise FinetuneKitError(e.message) from None
     return create_app(registry, **app_kw)
 
-def serve(
-    sources: list[str],  # run folders, model folders or aliases; `NAME=PATH` names one
-    host: str = "127.0.0.1",  # 127.0.0.1: this machine only; 0.0.0.0: every network interface
-    port: int = 8000,
-    api_key: str | None = None,  # Bearer key; default: $FINETUNE_KIT_API_KEY, else none
-    services: list = (),  # e.g. the jobs API; with a service, `sources` may be empty
-    device: str = "auto",
-    max_body_bytes: int = 1_000_000,
-    max_tokens_limit: int = 2048,
-    log_level: str = "info",
-    registry: ModelRegistry | None = None,
-) -> None:  # the registry to serve from (the one a service adds models to)
+def serve(sources: list[str],  # run folders, model folders or aliases; `NAME=PATH` names one
+          host: str = "127.0.0.1",  # 127.0.0.1: this machine only; 0.0.0.0: every network interface
+          port: int = 8000,
+          api_key: str | None = None,  # Bearer key; default: $FINETUNE_KIT_API_KEY, else none
+          services: list = (),  # e.g. the jobs API; with a service, `sources` may be empty
+          device: str = "auto",
+          max_body_bytes: int = 1_000_000,
+          max_tokens_limit: int = 2048,
+          log_level: str = "info",
+          registry: ModelRegistry | None = None,  # the registry to serve from (the one a service adds models to)
+          allowed_hosts: list[str] = ()) -> None:  # Host names to answer besides loopback (and, bound wider, any)
     "Serve `sources` with OpenAI's API at http://host:port/v1 until interrupted."
     import uvicorn
     api_key = api_key or os.environ.get("FINETUNE_KIT_API_KEY") or None
     if not sources and not services:
         raise FinetuneKitError("give at least one run folder, model folder or alias to serve")
+    if services and not is_loopback(host) and not api_key:
+        raise FinetuneKitError(f"the jobs API trains on uploaded files: serving it on {host} needs an API key "
+                               "(--api-key or $FINETUNE_KIT_API_KEY), or turn it off with --no-jobs")
     _check_port(host, port)
-    app = build_app(
-        sources,
-        device,
-        registry=registry,
-        api_key=api_key,
-        services=services,
-        max_body_bytes=max_body_bytes,
-        max_tokens_limit=max_tokens_limit,
-    )
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        print(
-            f"warning: serving on {host} without an API key: anyone who can reach this machine can use it (set "
-            "--api-key)"
-        )
-    print(
-        f"serving {', '.join(app.state.registry.names()) or '(no models yet)'} at http://{host}:{port}/v1"
-        + (" (API key required)" if api_key else ""),
-        flush=True,
-    )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    app = build_app(sources, device, registry=registry, api_key=api_key, services=services,
+                    max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit,
+                    allowed_hosts=default_allowed_hosts(host, list(allowed_hosts)))
+    if not is_loopback(host) and not api_key:
+        print(f"warning: serving on {host} without an API key: anyone who can reach this machine can use it "
+              "(set --api-key)")
+    print(f"serving {', '.join(app.state.registry.names()) or '(no models yet)'} at http://{host}:{port}/v1"
+          + (" (API key required)" if api_key else ""), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **UVICORN_LIMITS)
 
 class ServerThread:
     "Run `app` with uvicorn in a background thread (a free port by default); a context manager; `.url` is its base URL."
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", **UVICORN_LIMITS))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ServerThread:

@@ -154,7 +154,10 @@ class FinetuneTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             d = Path(self.args.output_dir)/f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            (d/COMPLETE).write_text(json.dumps({"step": self.state.global_step}))
+            for f in d.rglob("*"):  # the files on disk before the marker that says they are: a machine crash too
+                if f.is_file():
+                    with open(f, "rb") as fh: os.fsync(fh.fileno())
+            with atomic_open(d/COMPLETE) as fh: fh.write(json.dumps({"step": self.state.global_step}))
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     "The newest complete checkpoint of a run (folders without the completion marker are skipped)."

@@ -1,4 +1,4 @@
-"`finetune-kit merge` on a tiny trained run: a self-contained folder that plain transformers loads, equal to base + adapter."
+"A tiny trained run: `finetune-kit merge` makes a self-contained folder equal to base + adapter; runs share their base when served."
 import json, os, subprocess, sys
 import pytest, torch
 from conftest import run_cli
@@ -63,7 +63,7 @@ def test_served_merged_folder_answers_like_the_run(run, merged):
     reg = ModelRegistry("cpu")
     for name, src in parse_sources([str(run), str(merged)]).items(): reg.add(name, src)
     assert reg.names() == ["merged", "tiny"]
-    c = TestClient(create_app(reg))
+    c = TestClient(create_app(reg), base_url="http://127.0.0.1")
     ask = {"messages": [{"role": "user", "content": "I was charged twice for my order."}], "temperature": 0, "max_tokens": 12}
     replies = [c.post("/v1/chat/completions", json={"model": m, **ask}).json()["choices"][0]["message"]["content"] for m in ("tiny", "merged")]
     assert replies[0] == replies[1]
@@ -131,3 +131,43 @@ def test_moved_cache_finds_the_same_base(run, tmp_path):
     shutil.copytree(run, copy)
     (copy/"base_model.json").write_text(json.dumps({**rec, "path": str(tmp_path/"gone"/"smollm2-135m")}))
     assert str(run_base_model(copy)) == rec["path"]  # this machine's conversion, its fingerprint checked
+
+SHARED = """
+import json, shutil, sys, psutil
+from pathlib import Path
+from finetune_kit.server import ModelRegistry, generate_reply
+from finetune_kit.train import load_run
+run, d = Path(sys.argv[1]), Path(sys.argv[2])
+def rss():  # MiB, as `ps` shows it; and the anonymous part (not backed by a file the kernel can drop)
+    m = psutil.Process().memory_info()
+    return round(m.rss / 2**20), round((m.rss - m.shared) / 2**20)
+ask = [{"role": "user", "content": "My card was charged twice."}]
+reg, out = ModelRegistry("cpu"), {}
+reg.add("base", "smollm2-135m")
+with reg.use("base") as (m, t): before = generate_reply(m, t, ask, max_tokens=8, temperature=0)["text"]
+out["base"] = rss()
+for i in range(3):  # three fine-tunes of one base (copies of one run: three adapters all the same)
+    shutil.copytree(run, d/f"ft{i}")
+    reg.add(f"ft{i}", str(d/f"ft{i}"))
+    with reg.use(f"ft{i}") as (m, t): generate_reply(m, t, ask, max_tokens=8, temperature=0)
+    out[f"ft{i}"] = rss()
+with reg.use("base") as (m, t): out["base unchanged"] = generate_reply(m, t, ask, max_tokens=8, temperature=0)["text"] == before
+out["loaded"] = reg.loaded()
+tok = load_run(d/"ft0", "cpu")[2]
+separate = [load_run(d/f"ft{i}", "cpu")[1] for i in range(3)]  # each with its own base, as one server per model holds
+for m in separate: generate_reply(m, tok, ask, max_tokens=8, temperature=0)
+out["three separate loads"] = rss()
+print(json.dumps(out))
+"""
+
+def test_three_fine_tunes_share_one_base(run, tmp_path):
+    "Three fine-tunes of one base and the base itself, served together: one base in memory, the base's answers unchanged."
+    r = subprocess.run([sys.executable, "-c", SHARED, str(run), str(tmp_path)], capture_output=True, text=True,
+                       env={**os.environ, **OFFLINE}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    print({k: v for k, v in out.items() if k != "loaded"})
+    assert [len(names) for names in out["loaded"].values()] == [3] and out["base unchanged"]
+    adapters = out["ft2"][0] - out["base"][0]  # three adapters of 19.5 MB on the one base
+    separate = out["three separate loads"][0] - out["ft2"][0]  # three bases of 540 MB (fp32) more
+    assert adapters < 150 and separate > 1200, out

@@ -1,5 +1,5 @@
 "The fine-tuning jobs API driven by the official `openai` client: the hosted workflow end to end, errors, cancel, and a server killed mid-job."
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, threading, time
 from pathlib import Path
 
 import httpx, openai, psutil, pytest
@@ -172,7 +172,7 @@ def test_cancel_stops_the_worker(api, finished):
     client, svc, _ = api
     job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
     wait_for(client, job.id, ("running",), timeout=60)
-    pid = svc.store.get("jobs", job.id)["pid"]
+    with svc._lock: pid = svc.store.get("jobs", job.id)["pid"]  # set with the launch, under the service's lock
     assert psutil.pid_exists(pid)
     t0 = time.time()
     assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
@@ -186,7 +186,7 @@ def test_cancel_stops_the_worker(api, finished):
     a = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
     b = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
     wait_for(client, a.id, ("running",), timeout=60)
-    assert client.fine_tuning.jobs.retrieve(b.id).status == "queued"
+    assert wait_for(client, b.id, ("queued", "running"), timeout=10).status == "queued"  # behind a, once validated
     assert client.fine_tuning.jobs.cancel(b.id).status == "cancelled"
     assert client.fine_tuning.jobs.cancel(a.id).status == "cancelled"
 
@@ -200,52 +200,106 @@ def test_training_failure_is_reported(api, finished):
     assert list(client.fine_tuning.jobs.list_events(job.id, limit=1))[0].level == "error"
 
 
-SERVER = """
-import sys, uvicorn
-from finetune_kit.jobs import JobService, jobs_app
-svc = JobService(sys.argv[1], train_defaults={"max_steps": 6, "eval_steps": 2, "save_steps": 2}, grace_seconds=2)
-uvicorn.run(jobs_app(svc), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-"""
-
-def start_server(state: Path, log: Path):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    p = subprocess.Popen([sys.executable, "-c", SERVER, str(state), str(port)], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+def start_server(state: Path, log: Path, port: int | None = None, **env):
+    "`finetune-kit serve --jobs-dir STATE` as a user starts it, on `port` (a free one if None); (process, client, port)."
+    port = port or free_port()
+    p = subprocess.Popen([*cli_command(), "serve", "--jobs-dir", str(state), "--port", str(port), "--keep-checkpoints", "2"],
+                         env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_until_up(p, f"http://127.0.0.1:{port}/health", timeout=120, log=log)
-    return p, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
+    return p, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0), port
 
-def test_kill_server_mid_job_and_restart(tmp_path, data):
+def kill9(p: subprocess.Popen):
+    try: os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError: pass
+    p.wait()
+
+def consistent(state: Path) -> None:
+    "No dangling rows: every file row has its bytes, every checkpoint row its folder, no job runs without a worker."
+    store = JobStore(state)
+    for f in store.query("SELECT id FROM files"): assert store.file_path(f["id"]).is_file(), f
+    for c in store.query("SELECT job_id, step FROM checkpoints"):
+        assert (store.job_dir(c["job_id"])/"run"/"checkpoints"/f"checkpoint-{c['step']}").is_dir(), c
+    assert not [p for p in (state/"files").iterdir() if p.name.endswith(".part")]
+
+def test_worker_and_server_killed_mid_job(tmp_path, data):
+    "kill -9 the worker after a checkpoint, then the server after a later one; restart on the same port at once."
     state, log = tmp_path/"state", tmp_path/"server.log"
-    p, client = start_server(state, log)
+    smoke = {"FINETUNE_KIT_MAX_STEPS": "6", "OMP_NUM_THREADS": "1"}  # a checkpoint at every step of 6
+    p, client, port = start_server(state, log, **smoke)
     try:
         f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=f.id, hyperparameters={"n_epochs": 1, "batch_size": 4})
+        steps = lambda: [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
         deadline = time.time() + 300
-        while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
-            assert time.time() < deadline and client.fine_tuning.jobs.retrieve(job.id).status in ("validating_files", "queued", "running")
-            time.sleep(0.3)
+        while not steps(): assert time.time() < deadline, "no checkpoint in 300 s"; time.sleep(0.2)
+        worker = [c for c in psutil.Process(p.pid).children(recursive=True) if "worker" in " ".join(c.cmdline())]
+        assert worker
+        for w in worker: w.kill()  # out of memory, or a user's kill -9
+        wait_for(client, job.id, ("queued", "running"), timeout=30)
+        deadline = time.time() + 300
+        while max(steps(), default=0) < 4 or client.fine_tuning.jobs.retrieve(job.id).status != "running":
+            assert time.time() < deadline and client.fine_tuning.jobs.retrieve(job.id).status not in TERMINAL
+            time.sleep(0.2)
         workers = psutil.Process(p.pid).children(recursive=True)
-        assert workers
-        p.send_signal(signal.SIGKILL); p.wait()
+        kill9(p)
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, "a worker outlived its server"
-        stale = JobStore(state).get("jobs", job.id)
-        assert stale["status"] == "running"  # what a crash leaves behind; the next start must repair it
-        assert (state/"jobs"/job.id/"run"/"summary.json").exists() is False
-
-        p, client = start_server(state, log)
-        row = JobStore(state).get("jobs", job.id)
-        assert row["status"] in ("queued", "running") and (row["status"] != "running" or psutil.pid_exists(row["pid"]))
+        assert JobStore(state).get("jobs", job.id)["status"] == "running"  # what a crash leaves; the next start repairs it
+        p, client, _ = start_server(state, log, port, **smoke)  # the same port, at once
         job = wait_for(client, job.id, timeout=400)
         assert job.status == "succeeded", job.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
-        assert any("resuming from the checkpoint at step" in m for m in messages), messages
-        assert any(m.startswith("Fine-tuning job resumed from step") for m in messages), messages
+        assert any(m.startswith("The training process stopped (killed by signal 9); resuming from the checkpoint at step")
+                   for m in messages), messages
+        assert any(m.startswith("The server stopped while the job was running; resuming from the checkpoint at step")
+                   for m in messages), messages
+        assert sum(m.startswith("Fine-tuning job resumed from step") for m in messages) == 2, messages
         csv = client.files.content(job.result_files[0]).text.splitlines()
         assert [int(l.split(",")[0]) for l in csv[1:]] == list(range(1, 7))
-        assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)][0] == 6
+        kept = sorted((state/"jobs"/job.id/"run"/"checkpoints").iterdir())
+        assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)] == [6, 5]  # --keep-checkpoints 2
+        assert len(kept) == 2 and not any((k/"optimizer.pt").exists() for k in kept)  # weights only, once ended
+        consistent(state)
     finally:
-        p.kill(); p.wait()
+        kill9(p)
+
+def test_upload_in_bounded_memory_and_killed_mid_upload(tmp_path):
+    "A 20 MiB upload is checked in a streaming pass (peak RSS stays low); a server killed mid-upload leaves nothing."
+    state, log = tmp_path/"state", tmp_path/"server.log"
+    big = tmp_path/"big.jsonl"
+    rows = (ROOT/"finetune_kit"/"samples"/"support_tickets.jsonl").read_bytes()
+    big.write_bytes(rows * (20 * 2**20 // len(rows) + 1))
+    p, client, port = start_server(state, log)
+    try:
+        proc, peak = psutil.Process(p.pid), 0
+        base = proc.memory_info().rss
+        stop = threading.Event()
+        def sample():
+            nonlocal peak
+            while not stop.is_set(): peak = max(peak, proc.memory_info().rss); time.sleep(0.02)
+        t = threading.Thread(target=sample); t.start()
+        try: f = client.files.create(file=open(big, "rb"), purpose="fine-tune")
+        finally: stop.set(); t.join()
+        growth = (peak - base) / 2**20
+        print(f"upload of {big.stat().st_size / 2**20:.0f} MiB: server RSS {base / 2**20:.0f} MiB, peak +{growth:.0f} MiB")
+        assert f.bytes == big.stat().st_size and growth < 80, growth  # loading it whole took +223 MiB for 20 MiB
+        # kill -9 while the server writes and checks a second upload
+        def send():
+            try: httpx.post(f"http://127.0.0.1:{port}/v1/files", data={"purpose": "fine-tune"},
+                            files={"file": ("big.jsonl", open(big, "rb"))}, timeout=60)
+            except httpx.HTTPError: pass  # the server is gone mid-request: that is the test
+        sender = threading.Thread(target=send)
+        sender.start()
+        deadline = time.time() + 60
+        while not list((state/"files").glob(".*.part")): assert time.time() < deadline; time.sleep(0.005)
+        kill9(p)
+        sender.join()
+        assert list((state/"files").glob(".*.part")), "the kill came too late to test anything"
+        p, client, _ = start_server(state, log, port)  # the same port, at once
+        assert [x.id for x in client.files.list()] == [f.id]
+        consistent(state)
+    finally:
+        kill9(p)
 
 
 def test_cli_serve_with_jobs_only(tmp_path, data):
@@ -270,3 +324,22 @@ def test_cli_serve_with_jobs_only(tmp_path, data):
     assert "fine-tuning jobs API on: state in" in out and "serving (no models yet) at" in out, out[-3000:]
     assert "Application shutdown complete" in out and "Traceback" not in out, out[-3000:]
     JobService(state).stop()  # the stopped server released the folder
+
+
+def test_delete_file_model_and_job(api, finished):
+    "Deleting a file removes the server's copies of it; a fine-tuned model and an ended job can be deleted whole."
+    client, svc, registry = api
+    job, train, _ = finished
+    run, base = svc.store.job_dir(job.id)/"run", str(client.base_url).rstrip("/")
+    assert list((run/"data").glob("*.jsonl"))
+    assert client.files.delete(train.id).deleted
+    assert not list((run/"data").glob("*.jsonl")) and not svc.store.file_path(train.id).exists()
+    assert client.models.delete(job.fine_tuned_model).deleted
+    assert job.fine_tuned_model not in [m.id for m in client.models.list()] and not (run/"adapter").exists()
+    with pytest.raises(openai.NotFoundError): client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError): client.models.delete("smollm2-135m")  # only fine-tuned models
+    r = httpx.delete(f"{base}/fine_tuning/jobs/{job.id}")
+    assert r.status_code == 200 and r.json() == {"id": job.id, "object": "fine_tuning.job", "deleted": True}
+    with pytest.raises(openai.NotFoundError): client.fine_tuning.jobs.retrieve(job.id)
+    assert not svc.store.job_dir(job.id).exists() and job.result_files[0] not in [f.id for f in client.files.list()]
+    assert not svc.store.query("SELECT * FROM events WHERE job_id = ?", job.id)

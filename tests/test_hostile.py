@@ -1,0 +1,124 @@
+"""The server against what a hostile web page, a greedy client and a careless one send: each is refused with a 4xx in
+OpenAI's error shape before anything is written, and generation stays within the server's budget."""
+import json, os
+import httpx, openai, pytest
+from openai import OpenAI
+
+from finetune_kit.jobs import JobService, JobStore
+from finetune_kit.sample_data import make_support_tickets, write_jsonl
+from finetune_kit.server import MAX_STOP_CHARS, ModelRegistry, ServerThread, create_app
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+LIMIT = 5  # the server's max_tokens limit
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory): return tmp_path_factory.mktemp("state")
+
+@pytest.fixture(scope="module")
+def url(state):
+    "Chat on the default model and the jobs API with small quotas; nothing trains (max_concurrent_jobs=0)."
+    registry = ModelRegistry("cpu")
+    registry.add("smollm2-135m", "smollm2-135m")
+    svc = JobService(state, registry, max_files=2, max_file_bytes=60_000, max_pending_jobs=1, max_concurrent_jobs=0)
+    with ServerThread(create_app(registry, services=[svc], max_tokens_limit=LIMIT)) as srv: yield srv.url
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    write_jsonl(make_support_tickets(20, seed=5), d/"train.jsonl")
+    return d
+
+def stored(state) -> dict:
+    "What the jobs folder holds: uploaded files, job rows, job folders."
+    s = JobStore(state)
+    return {"files": sorted(p.name for p in (state/"files").iterdir()), "jobs": [r["id"] for r in s.query("SELECT id FROM jobs")],
+            "job folders": sorted(p.name for p in (state/"jobs").iterdir())}
+
+def assert_refused(r: httpx.Response, status: int, code: str):
+    assert r.status_code == status, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["code"] == code and err["type"] and err["message"], err
+
+def upload(url, data, **kw):
+    return httpx.post(url + "/v1/files", files={"file": ("train.jsonl", (data/"train.jsonl").read_bytes())},
+                      data={"purpose": "fine-tune"}, **kw)
+
+def test_a_web_page_cannot_drive_the_server(url, data, state):
+    before = stored(state)
+    rebinding = {"Host": "attacker.example"}
+    assert_refused(httpx.get(url + "/v1/models", headers=rebinding), 403, "host_not_allowed")
+    assert_refused(httpx.get(url + "/health", headers=rebinding), 403, "host_not_allowed")
+    assert_refused(upload(url, data, headers=rebinding), 403, "host_not_allowed")
+    page = {"Origin": "http://evil.example"}
+    assert_refused(upload(url, data, headers=page), 403, "origin_not_allowed")  # a cross-site form's upload
+    job = json.dumps({"model": "smollm2-135m", "training_file": "file-" + "0" * 24}).encode()
+    assert_refused(httpx.post(url + "/v1/fine_tuning/jobs", content=job, headers={"content-type": "text/plain"}), 415,
+                   "unsupported_media_type")  # a form can send text/plain without the browser asking first
+    assert_refused(httpx.post(url + "/v1/fine_tuning/jobs", content=job, headers={**page, "content-type": "application/json"}),
+                   403, "origin_not_allowed")
+    chat = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}
+    assert_refused(httpx.post(url + "/v1/chat/completions", content=json.dumps(chat), headers={"content-type": "text/plain"}),
+                   415, "unsupported_media_type")
+    assert stored(state) == before, "a refused request wrote something"
+    # what a local page or program sends is answered
+    assert httpx.get(url + "/v1/models", headers={"Host": "localhost:1234", "Origin": "http://localhost:3000"}).status_code == 200
+
+def test_generation_stays_within_the_budget(url):
+    client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    ask = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+    r = client.chat.completions.create(model="smollm2-135m", messages=ask, temperature=0)  # no max_tokens at all
+    assert (r.choices[0].finish_reason, r.usage.completion_tokens) == ("length", LIMIT)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smollm2-135m", messages=ask, max_tokens=LIMIT + 1)
+    assert e.value.body["code"] == "max_tokens_too_large"
+    for stop in (["a", "b", "c", "d", "e"], ["x" * (MAX_STOP_CHARS + 1)], [""]):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="smollm2-135m", messages=ask, stop=stop)
+        assert e.value.body["param"] == "stop"
+
+def test_quotas_and_metadata_limits(url, data, state):
+    client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    first = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=first.id)
+    before = stored(state)
+    with pytest.raises(openai.RateLimitError) as e:  # max_pending_jobs=1
+        client.fine_tuning.jobs.create(model="smollm2-135m", training_file=first.id)
+    assert e.value.body["code"] == "quota_exceeded"
+    for meta in ({f"k{i}": "v" for i in range(17)}, {"k" * 65: "v"}, {"k": "v" * 513}):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.fine_tuning.jobs.create(model="smollm2-135m", training_file=first.id, metadata=meta)
+        assert e.value.body["param"] == "metadata"
+    assert stored(state) == before
+    client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")  # the second of max_files=2
+    with pytest.raises(openai.RateLimitError) as e:
+        client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+    assert e.value.body["code"] == "quota_exceeded" and "delete some first" in e.value.body["message"]
+    client.fine_tuning.jobs.cancel(job.id)
+    client.files.delete(first.id)  # room again: one file's bytes; the third fits now
+    third = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+    big = data/"big.jsonl"
+    big.write_text((data/"train.jsonl").read_text() * 8)  # over max_file_bytes with what is stored
+    with pytest.raises(openai.RateLimitError):
+        client.files.create(file=open(big, "rb"), purpose="fine-tune")
+    assert third.id in [f.id for f in client.files.list()]
+    assert not [p for p in (state/"files").iterdir() if p.name.endswith(".part")]
+
+def test_a_client_trickling_headers_is_cut_off(monkeypatch):
+    "uvicorn alone keeps a connection whose headers arrive a line every few seconds; the server closes it."
+    import socket, time
+    from finetune_kit import server
+    monkeypatch.setattr(server._HeaderTimeout, "header_timeout", 1.0)  # 10 s in service
+    with ServerThread(create_app(ModelRegistry("cpu"))) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        s.settimeout(0.3)
+        t0, closed = time.time(), False
+        while not closed and time.time() - t0 < 5:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+                closed = s.recv(100) == b""
+            except socket.timeout: pass
+            except OSError: closed = True
+        assert closed and time.time() - t0 < 3, "the connection was held"
+        assert httpx.get(srv.url + "/health").status_code == 200  # a client that sends its request is answered
