@@ -158,7 +158,7 @@ def source_weights(source: str | Path) -> tuple[Path, Path | None, Path]:
     path = resolve_model(str(source))
     return path, None, path
 
-# %% ../nbs/05a_server.ipynb #c87c41ae
+# %% ../nbs/05a_server.ipynb #af0271a5
 class _Weights:
     "One set of weights in memory: a model, or a base shared by the LoRA adapters trained on it."
     def __init__(self, folder: Path):
@@ -221,7 +221,7 @@ class ModelRegistry:
                            code="model_not_found")
         return e
 
-# %% ../nbs/05a_server.ipynb #d6eb9d9d
+# %% ../nbs/05a_server.ipynb #886a4df6
 def _load_failed(e: _Served, err: Exception) -> APIError:
     log.error("model %r could not be loaded from %s: %s", e.name, e.source, err)
     return APIError(500, f"model '{e.name}' could not be loaded: {scrub_paths(str(err))}", param="model",
@@ -235,7 +235,8 @@ def _weights_of(self: ModelRegistry, e: _Served) -> _Weights:
             folder, e.adapter_dir, tok_dir = source_weights(e.source)
             e.tok = load_tokenizer(str(tok_dir))
         except FinetuneKitError as err: raise _load_failed(e, err) from None
-        with self._lock: e.weights = self._weights.setdefault(str(folder), _Weights(folder))
+        key = str(Path(folder).resolve())  # an alias and a run's record of the same base name one folder
+        with self._lock: e.weights = self._weights.setdefault(key, _Weights(Path(key)))
     return e.weights
 
 @patch
@@ -631,7 +632,7 @@ def default_allowed_hosts(bind: str, extra: list[str] = ()) -> list[str] | None:
     if not is_loopback(bind) and not extra: return None
     return [*extra] + ([] if is_loopback(bind) or bind in ("0.0.0.0", "::") else [bind])
 
-# %% ../nbs/05a_server.ipynb #02189c98
+# %% ../nbs/05a_server.ipynb #d890da67
 _JSON_TYPES = re.compile(r"application/([\w.+-]+\+)?json\s*(;|$)")
 _SAFE = ("GET", "HEAD", "OPTIONS")
 
