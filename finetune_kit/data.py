@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import FinetuneKitError, atomic_open
+from .core import FinetuneKitError, atomic_open
 from .sample_data import sample_path, write_jsonl
 # torch and datasets are imported where they are used: `finetune-kit --help` builds its `data prepare` flags from
 # `CleanOptions`, and must not wait seconds for them

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .config import FinetuneKitError, load_config
+from .core import FinetuneKitError
+from .config import load_config
 from .model import MODEL_ALIASES, generate_replies, load_model
 from .train import BASE_MODEL, RunError, load_run, run_base_description, run_base_model
 

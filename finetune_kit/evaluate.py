@@ -18,7 +18,8 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from .config import FinetuneConfig, FinetuneKitError, load_config, smoke_cap
+from .core import FinetuneKitError
+from .config import FinetuneConfig, load_config, smoke_cap
 from .data import ChatCollator, DataError, load_examples, tokenize_examples
 from .model import generate_replies, load_model
 from .train import RunError, load_run, plot_losses, read_metrics, run_base_model

@@ -19,7 +19,8 @@ from fastcore.basics import patch
 from starlette.concurrency import run_in_threadpool
 from transformers import TrainerCallback
 
-from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig, FinetuneKitError, atomic_open
+from .core import FinetuneKitError, atomic_open
+from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig
 from .data import DataError, prepare_data
 from .model import MODEL_ALIASES, ModelError
 from .server import APIError, ModelRegistry, create_app, incident, internal_error_message, scrub_paths

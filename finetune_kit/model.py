@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .config import FinetuneConfig, FinetuneKitError, library_quiet
+from .core import FinetuneKitError, library_quiet
+from .config import FinetuneConfig
 
 # %% auto #0
 __all__ = ['MODEL_ALIASES', 'ModelError', 'ModelAlias', 'cache_dir', 'ensure_gguf', 'convert_gguf', 'resolve_model',

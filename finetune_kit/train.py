@@ -15,8 +15,9 @@ from fastcore.imports import in_notebook
 from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .config import (ConfigError, FinetuneConfig, FinetuneKitError, atomic_open, library_quiet,
-                                 load_config, resolve_auto, save_config, smoke_cap, smoke_limits)
+from .core import FinetuneKitError, atomic_open, library_quiet
+from .config import (ConfigError, FinetuneConfig, load_config, resolve_auto, save_config,
+    smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
 from .model import (ModelError, check_source, describe_source, model_source)
 from finetune_kit.model import (

@@ -1,17 +1,18 @@
-"Runs every notebook in nbs/ with nbdev's test runner: the tests that live beside the code."
+"Runs every notebook in nbs/ (lessons) and nbs/api/ (reference) with nbdev's test runner: the tests beside the code."
 import gc
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
 from nbdev import test as nbdev_test  # imported as a module: pytest would collect a bare `test_nb` as a test
 
-NBS = sorted(Path(__file__).resolve().parents[1].joinpath("nbs").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NBS = sorted(ROOT.joinpath("nbs").glob("**/*.ipynb"), key=lambda p: (p.parent.name == "api", str(p)))
 
 def test_notebooks_found():
     # nbdev-test passes when it finds no notebook; this suite must not
     assert len(NBS) >= 8, f"expected the course notebooks in nbs/, found {[p.name for p in NBS]}"
 
-@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+@pytest.mark.parametrize("nb", NBS, ids=[str(p.relative_to(ROOT/"nbs").with_suffix("")) for p in NBS])
 def test_notebook(nb):
     flags = get_config().tst_flags.split()
     n_cells = len(nbdev_test.nb_test_cells(nb, skip_flags=flags))
