@@ -14,8 +14,8 @@ from .config import FinetuneConfig, config_from_dict, field_help, load_config
 
 # %% auto #0
 __all__ = ['JOBS_DIR', 'add_config_flags', 'parse_mapping', 'config_from_args', 'cmd_train', 'add_function_flags',
-           'cmd_data_check', 'cmd_data_prepare', 'cmd_runs', 'cmd_eval', 'cmd_chat', 'cmd_merge', 'cmd_serve',
-           'cmd_quickstart', 'build_parser', 'main']
+           'cmd_data_check', 'cmd_data_prepare', 'cmd_workshop_prepare', 'cmd_runs', 'cmd_eval', 'cmd_chat',
+           'cmd_merge', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/api/05_cli.ipynb #4982e2a9
 def _flag(name: str) -> str: return "--" + name.replace("_", "-")
@@ -108,6 +108,14 @@ def cmd_data_prepare(args):
         f"{stats.exact_duplicates} exact duplicates; "
         f"wrote {stats.written} to {args.output}"
     )
+
+def cmd_workshop_prepare(args):
+    from finetune_kit.workshop import prepare_workshop
+    info = prepare_workshop(args.out_dir, lessons=args.lessons, train=args.train, execute=args.execute)
+    print(f"prepared {args.out_dir} in {info['minutes']} min: {len(info['lessons'])} lessons, "
+          f"{info['solutions_removed']} solutions taken out of the student copies; model: {info['model']}")
+    student = Path(args.out_dir)/"student"
+    print(f"course run: {info['course_run'] or 'not trained (--no-train)'}. Students: cd {student} && jupyter lab")
 
 def cmd_runs(args):
     import pandas as pd
@@ -298,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _clean_flags(dp)
     dp.set_defaults(func=cmd_data_prepare)
+    w = _command(sub, "workshop", help="prepare a workshop: the model, the course run, student copies").add_subparsers(
+        dest="workshop_command", required=True, metavar="ACTION")
+    from finetune_kit.workshop import prepare_workshop  # light: torch loads only when a workshop is prepared
+    wp = _command(w, "prepare", help="write student copies (no solutions), executed copies and the trained course run")
+    add_function_flags(wp, prepare_workshop)
+    wp.set_defaults(func=cmd_workshop_prepare)
     r = _command(sub, "runs", help="list the runs in a folder with their settings and results")
     r.add_argument("--runs-dir", default="runs", help="folder holding the run folders (default: runs)")
     r.set_defaults(func=cmd_runs)

@@ -30,7 +30,7 @@ __all__ = ['ROLES', 'FORMATS', 'MAX_LINE_BYTES', 'Problem', 'ProblemLog', 'DataE
            'clean_example', 'clean_examples', 'exact_key', 'shingles', 'minhashes', 'Duplicates', 'near_pairs',
            'find_duplicates', 'drop_duplicates', 'example_label', 'class_labels', 'split_examples', 'Leakage',
            'check_leakage', 'load_splits', 'PrepareStats', 'prepare_data', 'assistant_spans', 'encode_chat',
-           'encode_example', 'tokenize_examples', 'ChatCollator']
+           'show_label_mask', 'encode_example', 'tokenize_examples', 'ChatCollator']
 
 # %% ../nbs/01_data.ipynb #85cf7828
 ROLES = ("system", "user", "assistant")
@@ -81,10 +81,15 @@ class DataError(FinetuneKitError):
         self.problems, self.log = list(problems), log
         super().__init__(log.report(max_shown))
 
+    @classmethod
+    def about(cls, source: str | Path, reason: str, field: str = "(file)") -> DataError:
+        "A problem with a whole file or source (no line): `DataError.about(path, 'file not found: ...')`."
+        return cls([Problem(str(source), 0, field, reason)])
+
 # %% ../nbs/01_data.ipynb #dfb4e7da
 FORMATS = {"chat": {"messages"}, "sharegpt": {"conversations"}, "alpaca": {"instruction", "output"},
            "prompt_completion": {"prompt", "completion"}, "prompt_response": {"prompt", "response"}, "text": {"text"}}
-_OPTIONAL = {"system", "input", "label", "id", "weight", "text"}  # top-level keys every format may carry
+_OPTIONAL = {"system", "input", "label", "id", "weight", "text", "group"}  # top-level keys every format may carry
 _SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -196,9 +201,7 @@ def to_chat(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[d
         want = " or ".join("+".join(sorted(k)) for k in FORMATS.values())
         return None, [("(record)", f"missing key: found {sorted(map(str, obj))[:8]}, expected {want}", "error")]
     if fmt not in FORMATS:
-        raise DataError(
-            [Problem("(format)", 0, "fmt", f"unknown format: {fmt!r} (expected one of {', '.join(FORMATS)})")]
-        )
+        raise DataError.about("(format)", f"unknown format: {fmt!r} (expected one of {', '.join(FORMATS)})", "fmt")
     if missing := FORMATS[fmt] - obj.keys():
         return None, [("(record)", f"missing key: {', '.join(sorted(missing))} (format {fmt})", "error")]
     probs = []
@@ -218,7 +221,7 @@ def to_chat(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[d
     else:
         msgs, p = _turns_to_chat(obj, obj["prompt"], obj["completion" if fmt == "prompt_completion" else "response"])
         probs += [(*x, "error") for x in p]
-    ex = {"messages": msgs} | ({"label": obj["label"]} if obj.get("label") not in (None, "") else {})
+    ex = {"messages": msgs} | {k: obj[k] for k in ("label", "group") if obj.get(k) not in (None, "")}
     if fmt == "text" or (fmt == "chat" and obj.get("text") is True):
         ex["text"] = True  # continued pre-training: no chat template, every token trained
     probs += [(f, r, "error") for f, r in check_example(ex, text=bool(ex.get("text")))]
@@ -234,7 +237,7 @@ def resolve_data_path(data: str | Path) -> Path:
     "The file behind `data`: a path, or `sample:NAME` for a sample shipped with finetune_kit."
     if isinstance(data, str) and data.startswith("sample:"):
         try: return sample_path(data.split(":", 1)[1])
-        except FileNotFoundError as e: raise DataError([Problem(data, 0, "(file)", f"file not found: {e}")]) from None
+        except FileNotFoundError as e: raise DataError.about(data, f"file not found: {e}") from None
     return Path(data)
 
 def _skip_rest(f, chunk: int = 2**20) -> None:
@@ -340,7 +343,7 @@ def _pick_split(dd, split: str | None):
     if not isinstance(dd, DatasetDict): return dd
     name = split or ("train" if "train" in dd else next(iter(dd)))
     if name not in dd:
-        raise DataError([Problem("(dataset)", 0, "split", f"missing split: {name!r} (have {', '.join(dd)})")])
+        raise DataError.about("(dataset)", f"missing split: {name!r} (have {', '.join(dd)})", "split")
     return dd[name]
 
 def load_hub_dataset(name: str, split: str | None = None):
@@ -389,20 +392,14 @@ def iter_records(data, split: str | None = None, max_line_bytes: int = MAX_LINE_
         try:
             return data, _dataset_records(load_hub_dataset(data, split))
         except DataError as e:
-            raise DataError(
-                [Problem(data, 0, "(file)", f"file not found, and as a Hub id: {e.problems[0].reason}")]
-            ) from None
+            raise DataError.about(data, f"file not found, and as a Hub id: {e.problems[0].reason}") from None
     if path.is_dir():
         if not any((path/f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
-            raise DataError(
-                [Problem(str(path), 0, "(file)", "not a data set folder: expected a datasets `save_to_disk` folder")]
-            )
+            raise DataError.about(path, "not a data set folder: expected a datasets `save_to_disk` folder")
         from datasets import load_from_disk
         return str(path), _dataset_records(_pick_split(load_from_disk(str(path)), split))
     if not path.is_file():
-        raise DataError(
-            [Problem(str(path), 0, "(file)", "file not found: check the path, or use sample:NAME or hub:ID")]
-        )
+        raise DataError.about(path, "file not found: check the path, or use sample:NAME or hub:ID")
     ext = path.suffix.lower()
     if ext in (".csv", ".tsv", ".parquet"): return str(path), _table_records(path)
     if ext == ".txt": return str(path), _text_records(path)
@@ -412,7 +409,7 @@ def iter_records(data, split: str | None = None, max_line_bytes: int = MAX_LINE_
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError([Problem(str(path), 0, "(file)", f"invalid JSON: {e}")]) from None
+                raise DataError.about(path, f"invalid JSON: {e}") from None
             return str(path), _dataset_records(rows)
     return str(path), _jsonl_records(path, max_line_bytes)
 
@@ -734,12 +731,28 @@ def _quotas(sizes: dict, target: int) -> dict:
     return q
 
 # %% ../nbs/01_data.ipynb #51fd8290
+def _connected(*partitions: list) -> list[int]:
+    "One id per item, shared by items that share a (non-None) id in any of the `partitions`: connected components."
+    parent = list(range(len(partitions[0])))
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    for ids in partitions:
+        first = {}
+        for i, g in enumerate(ids):
+            if g is None: continue
+            j = first.setdefault(g, i)
+            parent[root(i)] = root(j)
+    return [root(i) for i in range(len(parent))]
+
 def split_examples(
     examples: list[dict],
     val_size: float = 0.1,  # fraction (< 1) or count of validation examples
     test_size: float = 0.1,  # fraction (< 1) or count of test examples
     seed: int = 0,  # the same seed gives the same split
-    groups: str | list | None = "duplicates",  # "duplicates", a group id per example, or None
+    groups: str | list | None = "duplicates",  # "duplicates" (and each example's `group`), an id per example, or None
     stratify: str | Callable | None = "auto",  # "auto", a field name, a function of an example, or None
     threshold: float | None = 0.8,  # near-duplicate similarity for `groups="duplicates"`; None: exact only
 ) -> dict[str, list[dict]]:
@@ -748,23 +761,11 @@ def split_examples(
     n = len(examples)
     n_val, n_test = _count(val_size, n), _count(test_size, n)
     if n_val + n_test >= n:
-        raise DataError(
-            [
-                Problem(
-                    "(split)",
-                    0,
-                    "val_size/test_size",
-                    f"too small to split: {n_val} validation + {n_test} test examples leave none of {n} for training",
-                )
-            ]
-        )
-    gid = (
-        find_duplicates(examples, threshold).group
-        if groups == "duplicates"
-        else list(groups)
-        if groups is not None
-        else list(range(n))
-    )
+        raise DataError.about("(split)", f"too small to split: {n_val} validation + {n_test} test examples leave "
+                              f"none of {n} for training", "val_size/test_size")
+    if groups == "duplicates":  # a duplicate cluster, or examples sharing a `group`: one connected group
+        gid = _connected(find_duplicates(examples, threshold).group, [e.get("group") for e in examples])
+    else: gid = list(groups) if groups is not None else list(range(n))
     labels = class_labels(examples, stratify) or [""] * n
     members = defaultdict(list)
     for i, g in enumerate(gid): members[g].append(i)
@@ -901,7 +902,7 @@ def prepare_data(data,  # any source `load_examples` reads
             stats.written += 1
             yield ex
     if out is not None and Path(out).exists() and not overwrite:
-        raise DataError([Problem(str(out), 0, "(file)", "output exists: choose another path or pass overwrite=True")])
+        raise DataError.about(out, "output exists: choose another path or pass overwrite=True")
     with atomic_open(out) if out is not None else contextlib.nullcontext() as f:
         for ex in rows():
             if f: f.write(json.dumps(ex, ensure_ascii=False) + "\n")
@@ -955,6 +956,15 @@ def encode_chat(tok, messages: list[dict], max_seq_len: int = 512, text: bool = 
     sup = lambda a, b: b > a and any(s <= a < e for s, e in spans)
     labels = [t if sup(a, b) else -100 for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
     return {"input_ids": enc["input_ids"], "labels": labels}
+
+# %% ../nbs/01_data.ipynb #7c031264
+def show_label_mask(tok, enc: dict):
+    "The tokens of an encoded chat (`encode_chat`) as HTML, the trained ones (those with a label) in green."
+    import html
+    from IPython.display import HTML
+    spans = [f'<span style="background:{"#a6dba0" if lab != -100 else "#eeeeee"};color:#000">'
+             f'{html.escape(tok.decode([i]))}</span>' for i, lab in zip(enc["input_ids"], enc["labels"])]
+    return HTML('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.9">' + "".join(spans) + "</div>")
 
 # %% ../nbs/01_data.ipynb #e3cfffca
 def encode_example(tok, ex: dict, max_seq_len: int = 512, truncate: bool = True) -> dict:

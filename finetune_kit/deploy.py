@@ -14,7 +14,7 @@ import torch
 from .core import FinetuneKitError
 from .config import load_config
 from .model import MODEL_ALIASES, generate_replies, load_model
-from .train import BASE_MODEL, RunError, load_run, run_base_description, run_base_model
+from .train import RunDir, RunError, load_run, run_base_description, run_base_model
 
 # %% auto #0
 __all__ = ['load_chat_model', 'chat', 'chat_loop', 'load_base_and_tuned', 'compare_replies', 'ChatWidget', 'model_card',
@@ -24,7 +24,7 @@ __all__ = ['load_chat_model', 'chat', 'chat_loop', 'load_base_and_tuned', 'compa
 def load_chat_model(source: str | Path, device: str = "auto"):
     "(model, tokenizer) from a run folder, a model folder or a model alias."
     p = Path(source)
-    if (p/"config.yaml").is_file(): return load_run(p, device)[1:]
+    if RunDir(p).is_run: return load_run(p, device)[1:]
     return load_model(str(source), device)
 
 def chat(
@@ -151,10 +151,11 @@ def _shared_system_prompt(path: Path) -> str | None:
 def model_card(run_dir: str | Path, name: str | None = None) -> str:
     "A README.md for the model exported from `run_dir`: base model, data, hyperparameters, results and usage."
     from finetune_kit.evaluate import EvalReport
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir/"config.yaml")
-    read = lambda f: json.loads((run_dir/f).read_text()) if (run_dir/f).is_file() else {}
-    hp, data, summary = read("hyperparameters.json").get("resolved", {}), read("data_report.json"), read("summary.json")
+    run = RunDir(run_dir).require()
+    run_dir = run.path
+    cfg = load_config(run.config)
+    read = lambda p: json.loads(p.read_text()) if p.is_file() else {}
+    hp, data, summary = read(run.hyperparameters).get("resolved", {}), read(run.data_report), read(run.summary)
     alias = MODEL_ALIASES.get(cfg.model.lower())
     base = alias.hub_id if alias else cfg.model
     name = name or run_dir.name
@@ -183,7 +184,7 @@ def model_card(run_dir: str | Path, name: str | None = None) -> str:
         out += [
             "## Base model",
             "",
-            f"Trained on {described}; weights fingerprint `{read(BASE_MODEL).get('fingerprint')}`.",
+            f"Trained on {described}; weights fingerprint `{read(run.base_model).get('fingerprint')}`.",
             "",
         ]
     out += [
@@ -219,12 +220,12 @@ def model_card(run_dir: str | Path, name: str | None = None) -> str:
             + ".",
         ]
     out += ["", "## Evaluation", ""]
-    evals = sorted(run_dir.glob("eval_*.json"))
+    evals = sorted(run_dir.glob(run.evaluation("*").name))
     for f in evals:
         r = EvalReport(**json.loads(f.read_text()))
         out += [f"On the {r.split} split ({r.n} examples, task `{r.task}`): {r.verdict()}", "", r.table(), ""]
     if not evals: out += ["Not evaluated yet: run `finetune-kit eval RUN` before exporting to include the results.", ""]
-    if sp := _shared_system_prompt(run_dir/"data"/"train.jsonl"):
+    if sp := _shared_system_prompt(run.split("train")):
         out += [
             "## System prompt",
             "",
@@ -288,7 +289,7 @@ def merge_and_save(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
         merged.save_pretrained(tmp)
         tok.save_pretrained(tmp)  # with the run's chat template: the one the model was trained on
         (tmp/"README.md").write_text(model_card(run_dir, out_dir.name), encoding="utf-8")
-        base = json.loads((Path(run_dir)/BASE_MODEL).read_text()) if (Path(run_dir)/BASE_MODEL).is_file() else cfg.model
+        base = json.loads(RunDir(run_dir).base_model.read_text()) if RunDir(run_dir).base_model.is_file() else cfg.model
         (tmp / "finetune_kit.json").write_text(
             json.dumps({"base_model": base, "run": str(Path(run_dir).resolve())}, indent=2)
         )

@@ -22,13 +22,13 @@ from .core import FinetuneKitError
 from .config import FinetuneConfig, load_config, smoke_cap
 from .data import ChatCollator, DataError, load_examples, tokenize_examples
 from .model import generate_replies, load_model
-from .train import RunError, load_run, plot_losses, read_metrics, run_base_model
+from .train import RunDir, RunError, load_run, plot_losses, read_metrics, run_base_model
 
 # %% auto #0
 __all__ = ['INVALID', 'METRICS', 'TASKS', 'PRIMARY', 'EvalError', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch',
            'TokenAccuracy', 'Perplexity', 'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task',
            'answer_loss', 'text_perplexity', 'generate_answers', 'score_answers', 'diagnose_fit', 'EvalReport',
-           'plot_report', 'evaluate_model', 'evaluate_run']
+           'plot_report', 'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline']
 
 # %% ../nbs/04_evaluate.ipynb #8705d62c
 class EvalError(FinetuneKitError):
@@ -425,7 +425,7 @@ def evaluate_model(model, tok, examples: list[dict], task: Task, max_seq_len: in
     return m | {"examples_per_s": speed}, preds
 
 def _split(run_dir: Path, split: str) -> Path:
-    path = run_dir/"data"/f"{split}.jsonl"
+    path = RunDir(run_dir).split(split)
     if not path.is_file():
         raise RunError(f"{run_dir} has no {split} split (looked for {path}); the splits are train, validation and test")
     return path
@@ -448,13 +448,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", max_examples: int | N
                  task: str = "auto", labels: list[str] | None = None, batch_size: int | None = None,
                  max_new_tokens: int | None = None) -> EvalReport:
     "Evaluate base and fine-tuned model of a run on its held-out `split`; writes eval_<split>.json/.md/.png to the run."
-    run_dir = Path(run_dir)
-    if not (run_dir/"config.yaml").is_file(): raise RunError(f"{run_dir} is not a run folder (no config.yaml)")
+    run = RunDir(run_dir).require()
+    run_dir = run.path
     if max_examples is not None and max_examples < 1:
         raise EvalError(f"max_examples={max_examples}: give a positive number, or None for all")
     if batch_size is not None and batch_size < 1: raise EvalError(f"batch_size={batch_size}: give a positive number")
     # everything that can fail on user input fails here, before the model loads
-    cfg, path = load_config(run_dir/"config.yaml"), _split(run_dir, split)
+    cfg, path = load_config(run.config), _split(run_dir, split)
     limit = max_examples or cfg.max_eval_examples
     if cap := smoke_cap("max_eval_examples"): limit = min(limit or cap, cap)
     examples = load_examples(path, verbose=False)[:limit]
@@ -489,7 +489,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", max_examples: int | N
     losses = {}
     for other in ("train", "validation"):
         if other == split: continue
-        try: rows = load_examples(run_dir/"data"/f"{other}.jsonl", verbose=False)[:len(examples)]
+        try: rows = load_examples(run.split(other), verbose=False)[:len(examples)]
         except DataError: continue  # a run trained with val_size=0 has no validation examples
         if rows: losses[other] = answer_loss(model, tok, rows, cfg.max_seq_len, kw["batch_size"])["loss"]
     losses[split] = ft["loss"]
@@ -497,8 +497,41 @@ def evaluate_run(run_dir: str | Path, split: str = "test", max_examples: int | N
                for e, b, f in zip(examples, base_preds, ft_preds)]
     report = EvalReport(run_dir.name, split, len(examples), t.kind, t.labels, base, ft, samples,
                         diagnose_fit(read_metrics(run_dir), losses, base["loss"], split))
-    (run_dir/f"eval_{split}.json").write_text(json.dumps(asdict(report), indent=2))
-    (run_dir/f"eval_{split}.md").write_text(report.to_markdown())
+    run.evaluation(split).write_text(json.dumps(asdict(report), indent=2))
+    run.evaluation(split, ".md").write_text(report.to_markdown())
     import matplotlib.pyplot as plt
-    plt.close(plot_report(report, run_dir, run_dir/f"eval_{split}.png"))
+    plt.close(plot_report(report, run_dir, run.evaluation(split, ".png")))
     return report
+
+# %% ../nbs/04_evaluate.ipynb #1ea8e3eb
+def token_losses(model, tok, examples: list[dict], max_seq_len: int = 512):
+    "A table (pandas) with one row per supervised token of `examples`: the token, whether it ends the turn, its loss."
+    import pandas as pd
+    ds, device, rows = tokenize_examples(tok, examples, max_seq_len, verbose=False), next(model.parameters()).device, []
+    for k, x in enumerate(ds):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([x["input_ids"]], device=device)).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, -1)
+        for t, label in enumerate(x["labels"][1:]):  # the prediction at t is for the token at t + 1
+            if label != -100:
+                rows.append({"example": k, "token": tok.decode([label]), "end_of_turn": label == tok.eos_token_id,
+                             "loss": -logp[t, label].item()})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/04_evaluate.ipynb #c1de173e
+def few_shot(examples: list[dict], shots: list[dict]) -> list[dict]:
+    "`examples` with the solved `shots` put before each one's prompt as earlier turns (the system prompt stays first)."
+    prior = [m for s in shots for m in s["messages"] if m["role"] != "system"]
+    return [{"messages": [m for m in e["messages"] if m["role"] == "system"] + prior
+             + [m for m in e["messages"] if m["role"] != "system"]} for e in examples]
+
+def tfidf_baseline(train: list[dict], test: list[dict], labels: list[str]) -> dict:
+    "Label metrics on `test` of a TF-IDF + logistic-regression classifier (scikit-learn) fitted on `train`'s prompts."
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    prompt = lambda e: "\n".join(m["content"] for m in e["messages"][:-1] if m["role"] == "user")
+    clf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=1000))
+    clf.fit([prompt(e) for e in train], [e["messages"][-1]["content"] for e in train])
+    predictions = [str(p) for p in clf.predict([prompt(e) for e in test])]
+    return score_answers(predictions, [e["messages"][-1]["content"] for e in test], Task("label", labels))

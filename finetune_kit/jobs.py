@@ -24,7 +24,7 @@ from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig
 from .data import DataError, prepare_data
 from .model import MODEL_ALIASES, ModelError
 from .server import APIError, ModelRegistry, create_app, incident, internal_error_message, scrub_paths
-from .train import COMPLETE, latest_checkpoint, read_metrics
+from .train import RunDir, checkpoint_step, read_metrics
 
 # %% auto #0
 __all__ = ['SCHEMA', 'TERMINAL', 'JOB_DEFAULTS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'CursorError', 'JobStore',
@@ -423,12 +423,12 @@ class JobEvents(TrainerCallback):
         self.store.insert(
             "checkpoints", dict(id=new_id("ftckpt"), job_id=self.job_id, created_at=now(), step=step, metrics=metrics)
         )
-        sync_checkpoints(self.store, self.job_id, Path(args.output_dir))
+        sync_checkpoints(self.store, self.job_id, Path(args.output_dir).parent)
         self.store.add_event(self.job_id, f"Checkpoint created at step {step}")
 
-def sync_checkpoints(store: JobStore, job_id: str, ckpt_dir: Path) -> None:
+def sync_checkpoints(store: JobStore, job_id: str, run_dir: Path) -> None:
     "Forget checkpoint rows whose folder the Trainer rotated away (or that a resume discarded)."
-    on_disk = {int(p.name.rsplit("-", 1)[1]) for p in ckpt_dir.glob("checkpoint-*") if (p/COMPLETE).is_file()}
+    on_disk = {checkpoint_step(p) for p in RunDir(run_dir).done_checkpoints()}
     for r in store.query("SELECT id, step FROM checkpoints WHERE job_id = ?", job_id):
         if r["step"] not in on_disk: store.execute("DELETE FROM checkpoints WHERE id = ?", r["id"])
 
@@ -485,8 +485,8 @@ def run_worker(state_dir: str | Path, job_id: str) -> int:
     if job is None: return _write_outcome(jdir, _lost(job_id, f"job {job_id} is not in the store at {store.dir}"))
     run_dir, events = jdir/"run", JobEvents(store, job_id)
     try:
-        if (run_dir/"config.yaml").is_file() and latest_checkpoint(run_dir):
-            sync_checkpoints(store, job_id, run_dir/"checkpoints")
+        if RunDir(run_dir).is_run and RunDir(run_dir).latest_checkpoint():
+            sync_checkpoints(store, job_id, run_dir)
             resume_run(run_dir, callbacks=[events])
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that died before its first checkpoint: start over
@@ -539,7 +539,7 @@ def result_csv(run_dir: str | Path) -> str:
 
 def trained_tokens(run_dir: str | Path) -> int | None:
     "Tokens the run processed: the training split's tokens times the epochs it completed (OpenAI's billing unit)."
-    rep, m = Path(run_dir)/"data_report.json", read_metrics(run_dir)
+    rep, m = RunDir(run_dir).data_report, read_metrics(run_dir)
     if not rep.is_file() or not m: return None
     return round(json.loads(rep.read_text())["train"]["tokens"] * max(r.get("epoch") or 0 for r in m))
 
@@ -582,8 +582,9 @@ def _outcome(jdir: Path) -> dict | None:
 
 def _resume_step(jdir: Path) -> int | None:
     "The step a job's next attempt resumes from: its newest complete checkpoint's; None to start over."
-    ckpt = latest_checkpoint(jdir/"run") if (jdir/"run"/"config.yaml").is_file() else None
-    return int(ckpt.name.rsplit("-", 1)[1]) if ckpt else None
+    run = RunDir(jdir/"run")
+    ckpt = run.latest_checkpoint() if run.is_run else None
+    return checkpoint_step(ckpt) if ckpt else None
 
 # %% ../nbs/06_jobs.ipynb #cafc7b65
 class JobService:
@@ -770,7 +771,7 @@ def _finish(self: JobService, job_id: str, returncode: int) -> None:
 def _serve(self: JobService, job: dict) -> None:
     "Serve a succeeded job's model under its `ft:` name (unless deleted; a server without a registry serves none)."
     run = self.store.job_dir(job["id"])/"run"
-    if self.registry is None or not any((run/d).is_dir() for d in ("adapter", "model")): return
+    if self.registry is None or not any(d.is_dir() for d in (RunDir(run).adapter, RunDir(run).model)): return
     try: self.registry.add(job["fine_tuned_model"], str(self.store.job_dir(job["id"])/"run"))
     except FinetuneKitError as e:
         print(f"finetune_kit jobs: cannot serve {job['fine_tuned_model']}: {e}", file=sys.stderr)
@@ -780,7 +781,7 @@ def _succeed(self: JobService, job_id: str) -> None:
     job, run_dir = self.store.get("jobs", job_id), self.store.job_dir(job_id)/"run"
     rid = new_id("file")
     with atomic_open(self.store.file_path(rid)) as f: f.write(result_csv(run_dir))
-    resolved = json.loads((run_dir/"hyperparameters.json").read_text())["resolved"]
+    resolved = json.loads(RunDir(run_dir).hyperparameters.read_text())["resolved"]
     hp = {"n_epochs": resolved["epochs"], "batch_size": resolved["batch_size"],
           "learning_rate_multiplier": resolved["learning_rate"] / AUTO_LEARNING_RATE[resolved["strategy"]]}
     name = fine_tuned_name(job)
@@ -803,15 +804,14 @@ _WEIGHTS_ONLY = re.compile(r"(optimizer|scheduler|scaler)\.pt|rng_state.*\.pth")
 @patch
 def _retain(self: JobService, job_id: str) -> None:
     "Trim an ended job's checkpoints to the last `keep_checkpoints`, each without its optimizer and RNG state."
-    ckpts = self.store.job_dir(job_id)/"run"/"checkpoints"
-    done = sorted((p for p in ckpts.glob("checkpoint-*") if (p/COMPLETE).is_file()),
-                  key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    run = RunDir(self.store.job_dir(job_id)/"run")
+    ckpts, done = run.checkpoints, run.done_checkpoints()
     cut = len(done) - self.keep_checkpoints if self.keep_checkpoints else len(done)
     for p in (p for p in ckpts.glob("checkpoint-*") if p not in done[cut:]): shutil.rmtree(p, ignore_errors=True)
     for p in done[cut:]:
         for f in p.iterdir():
             if _WEIGHTS_ONLY.fullmatch(f.name): f.unlink()
-    sync_checkpoints(self.store, job_id, ckpts)
+    sync_checkpoints(self.store, job_id, run.path)
 
 # %% ../nbs/06_jobs.ipynb #10d29627
 @patch
@@ -885,9 +885,9 @@ def delete_model(self: JobService, name: str) -> dict:
         raise APIError(404, f"no fine-tuned model {name!r}: only the models of fine-tuning jobs can be deleted",
                        "model", "model_not_found")
     if self.registry is not None: self.registry.remove(name)
-    run = self.store.job_dir(jobs[0]["id"])/"run"
-    for d in ("adapter", "model", "checkpoints"): shutil.rmtree(run/d, ignore_errors=True)
-    sync_checkpoints(self.store, jobs[0]["id"], run/"checkpoints")
+    run = RunDir(self.store.job_dir(jobs[0]["id"])/"run")
+    for d in (run.adapter, run.model, run.checkpoints): shutil.rmtree(d, ignore_errors=True)
+    sync_checkpoints(self.store, jobs[0]["id"], run.path)
     self.store.add_event(jobs[0]["id"], f"Fine-tuned model deleted: {name}")
     return {"id": name, "object": "model", "deleted": True}
 
@@ -902,7 +902,8 @@ def delete_file(self: JobService, file_id: str) -> dict:
     self.store.execute("DELETE FROM files WHERE id = ?", f["id"])  # the row first: a crash leaves bytes `sweep` removes
     self.store.file_path(f["id"]).unlink(missing_ok=True)
     for j in users:  # the splits a run folder keeps are copies of the uploaded rows
-        for split in (self.store.job_dir(j["id"])/"run"/"data").glob("*.jsonl"): split.unlink()
+        run = RunDir(self.store.job_dir(j["id"])/"run")
+        for split in ("train", "validation", "test"): run.split(split).unlink(missing_ok=True)
     return {"id": f["id"], "object": "file", "deleted": True}
 
 @patch

@@ -301,7 +301,7 @@ def preflight(
     """The pre-flight report of `splits` on tokenizer `tok`; `step` (e.g. `lora_step(model)`) adds a measured time
     estimate."""
     train = splits["train"]
-    if not train: raise DataError([Problem(source, 0, "(split)", "empty training split: no examples to train on")])
+    if not train: raise DataError.about(source, "empty training split: no examples to train on", "(split)")
     stats = token_stats(tok, train, max_seq_len)
     labels = None
     if class_labels(train): labels = {k: Counter(example_label(e) for e in v) for k, v in splits.items() if v}

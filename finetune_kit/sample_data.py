@@ -130,7 +130,8 @@ def make_ticket(rng: random.Random, team: str) -> dict:
     "One chat example: the routing system prompt, a generated ticket for `team`, and `team` as the answer."
     fill = dict(p=rng.choice(_PRODUCTS), n=rng.randint(10000, 99999), d=rng.choice(_DAYS),
                 a=f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}", name=rng.choice(_NAMES))
-    request = rng.choice(_ISSUES[team]).format(**fill)
+    k = rng.randrange(len(_ISSUES[team]))  # the same draw as rng.choice: the tickets stay as they were
+    request = _ISSUES[team][k].format(**fill)
     opener = rng.choice(_OPENERS)
     if opener.endswith(", ") and not request.startswith("I "): request = request[0].lower() + request[1:]
     else: request = request[0].upper() + request[1:]
@@ -139,7 +140,8 @@ def make_ticket(rng: random.Random, team: str) -> dict:
     text = opener + request + rng.choice(_DETAILS).format(**fill) + rng.choice(_SIGNOFFS).format(**fill)
     return {"messages": [{"role": "system", "content": SYSTEM_PROMPT},
                          {"role": "user", "content": text.strip()},
-                         {"role": "assistant", "content": team}]}
+                         {"role": "assistant", "content": team}],
+            "group": f"{team}-{k:02d}"}  # the request template: `split_examples` keeps a template in one split
 
 def make_support_tickets(n: int = 800, seed: int = 0) -> list[dict]:
     "`n` generated tickets, the teams in equal shares, in a fixed order for a given `seed`."

@@ -24,7 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .core import FinetuneKitError, library_quiet
 from .model import load_model, load_tokenizer, resolve_model
-from .train import RunError, run_base_model
+from .train import RunDir, RunError, run_base_model
 
 # %% auto #0
 __all__ = ['log', 'MAX_STOPS', 'MAX_STOP_CHARS', 'UVICORN_LIMITS', 'APIError', 'scrub_paths', 'incident',
@@ -151,9 +151,9 @@ def parse_sources(specs: list[str]) -> dict[str, str]:
 def source_weights(source: str | Path) -> tuple[Path, Path | None, Path]:
     "(weights folder, adapter folder or None, tokenizer folder) of a run folder, a model folder or an alias."
     p = Path(source)
-    if (p/"config.yaml").is_file():
-        if (p/"adapter"/"adapter_config.json").is_file(): return run_base_model(p), p/"adapter", p/"adapter"
-        if (p/"model"/"config.json").is_file(): return p/"model", None, p/"model"
+    if (run := RunDir(p)).is_run:
+        if (run.adapter/"adapter_config.json").is_file(): return run_base_model(p), run.adapter, run.adapter
+        if (run.model/"config.json").is_file(): return run.model, None, run.model
         raise RunError(f"{p} has no trained weights: the run did not finish")
     path = resolve_model(str(source))
     return path, None, path

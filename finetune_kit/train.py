@@ -35,10 +35,11 @@ from .sample_data import write_jsonl
 from .speed import SupervisedHead, speed_setup, supervised_loss
 
 # %% auto #0
-__all__ = ['COMPLETE', 'BASE_MODEL', 'SHOWN_LOGS', 'RunError', 'TrainingDiverged', 'new_run_dir', 'MetricsLogger', 'read_metrics',
-           'argmax_logits', 'token_accuracy', 'plot_losses', 'FinetuneTrainer', 'latest_checkpoint', 'LivePlot',
-           'training_arguments', 'TrainingBar', 'make_trainer', 'clean_options', 'train', 'resume_run',
-           'run_base_model', 'run_base_description', 'load_run', 'list_runs', 'compare_runs']
+__all__ = ['COMPLETE', 'BASE_MODEL', 'SHOWN_LOGS', 'COURSE_RUN', 'RunError', 'TrainingDiverged', 'checkpoint_step', 'RunDir',
+           'latest_checkpoint', 'new_run_dir', 'MetricsLogger', 'read_metrics', 'argmax_logits', 'token_accuracy',
+           'plot_losses', 'FinetuneTrainer', 'LivePlot', 'training_arguments', 'TrainingBar', 'make_trainer',
+           'clean_options', 'train', 'resume_run', 'run_base_model', 'run_base_description', 'course_config',
+           'course_run', 'load_run', 'list_runs', 'compare_runs']
 
 # %% ../nbs/03_train.ipynb #b2fa9721
 class RunError(FinetuneKitError):
@@ -46,6 +47,60 @@ class RunError(FinetuneKitError):
 
 class TrainingDiverged(FinetuneKitError):
     "The loss became NaN or infinite: training stopped at the step named in the message."
+
+COMPLETE = "finetune_kit_complete"  # the marker written into a checkpoint folder once everything in it is on disk
+BASE_MODEL = "base_model.json"  # the run's record of its base model: see `model_source`
+
+def checkpoint_step(path: str | Path) -> int:
+    "The training step a `checkpoint-N` folder was saved at."
+    return int(Path(path).name.rsplit("-", 1)[1])
+
+class RunDir:
+    "The layout of one run folder (the table above): every stage finds a run's files through this, never by name."
+    def __init__(self, path: str | Path): self.path = Path(path)
+    def __repr__(self): return f"RunDir({str(self.path)!r})"
+    def __fspath__(self): return str(self.path)
+    config = property(lambda self: self.path/"config.yaml", doc="the settings as given")
+    hyperparameters = property(lambda self: self.path/"hyperparameters.json", doc="`auto` values as chosen")
+    base_model = property(lambda self: self.path/BASE_MODEL, doc="where the base weights came from, with a checksum")
+    data_report = property(lambda self: self.path/"data_report.json", doc="the split's sizes")
+    metrics = property(lambda self: self.path/"metrics.jsonl", doc="one line per Trainer log")
+    summary = property(lambda self: self.path/"summary.json", doc="written last: the run finished")
+    checkpoints = property(lambda self: self.path/"checkpoints", doc="the Trainer's `checkpoint-N` folders")
+    adapter = property(lambda self: self.path/"adapter", doc="final LoRA/DoRA adapter and tokenizer")
+    model = property(lambda self: self.path/"model", doc="final whole model (`freeze`, `full`) and tokenizer")
+    loss_plot = property(lambda self: self.path/"loss.png", doc="the loss curves")
+    is_run = property(lambda self: self.config.is_file(), doc="whether the folder is a run folder")
+
+    def evaluation(self, split: str, suffix: str = ".json") -> Path:
+        "The evaluation report on a split (`.json`, `.md` or `.png`), written by `evaluate_run`."
+        return self.path/f"eval_{split}{suffix}"
+
+    def split(self, name: str) -> Path:
+        "The file of a data split: `train`, `validation` or `test`."
+        return self.path/"data"/f"{name}.jsonl"
+
+    def final(self, strategy: str) -> Path:
+        "Where the final weights of a `strategy` go: the adapter for LoRA-like strategies, else the whole model."
+        return self.adapter if strategy in ("lora", "dora", "qlora") else self.model
+
+    def require(self) -> RunDir:
+        "This run folder, or a `RunError` if `path` is not one."
+        if not self.is_run: raise RunError(f"{self.path} is not a run folder (no config.yaml)")
+        return self
+
+    def done_checkpoints(self) -> list[Path]:
+        "The complete checkpoints, oldest first (folders without the completion marker are skipped)."
+        done = [p for p in self.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p/COMPLETE).is_file()]
+        return sorted(done, key=checkpoint_step)
+
+    def latest_checkpoint(self) -> Path | None:
+        "The newest complete checkpoint, or None."
+        return (self.done_checkpoints() or [None])[-1]
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    "The newest complete checkpoint of a run (folders without the completion marker are skipped)."
+    return RunDir(run_dir).latest_checkpoint()
 
 def new_run_dir(cfg: FinetuneConfig) -> Path:
     "The run folder for `cfg` (a timestamp name when `cfg.run_name` is unset); refuses one that holds files."
@@ -65,7 +120,7 @@ class MetricsLogger(TrainerCallback):
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     "The metrics logged during a run, one dict per log line; a line torn by a crash in mid-write is skipped."
-    p, rows = Path(run_dir)/"metrics.jsonl", []
+    p, rows = RunDir(run_dir).metrics, []
     for line in (p.read_text(encoding="utf-8").splitlines() if p.exists() else []):
         with contextlib.suppress(json.JSONDecodeError):
             if line.strip(): rows.append(json.loads(line))
@@ -96,13 +151,11 @@ def plot_losses(run_dir: str | Path, ax=None, label: str | None = None):
     ax.legend()
     if fig:
         fig.tight_layout()
-        fig.savefig(Path(run_dir) / "loss.png", dpi=80)
+        fig.savefig(RunDir(run_dir).loss_plot, dpi=80)
         plt.close(fig)
     return ax
 
 # %% ../nbs/03_train.ipynb #94b65314
-COMPLETE = "finetune_kit_complete"
-
 class FinetuneTrainer(Trainer):
     """The HF Trainer with a stop on a non-finite loss, checkpoints marked complete once fully written, and the fast
     loss."""
@@ -160,11 +213,6 @@ class FinetuneTrainer(Trainer):
                     with open(f, "rb") as fh: os.fsync(fh.fileno())
             with atomic_open(d/COMPLETE) as fh: fh.write(json.dumps({"step": self.state.global_step}))
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    "The newest complete checkpoint of a run (folders without the completion marker are skipped)."
-    done = [p for p in (Path(run_dir)/"checkpoints").glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p/COMPLETE).is_file()]
-    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
-
 # %% ../nbs/03_train.ipynb #406a003a
 class LivePlot(TrainerCallback):
     "Jupyter: train and validation loss, redrawn after every log (ipywidgets + matplotlib)."
@@ -198,7 +246,7 @@ def training_arguments(cfg: FinetuneConfig, run_dir: Path, device: str, precisio
             f"save_steps={cfg.save_steps} must be a multiple of eval_steps={cfg.eval_steps} to keep the best checkpoint"
         )
     return TrainingArguments(
-        output_dir=str(run_dir/"checkpoints"), seed=cfg.seed, data_seed=cfg.seed,
+        output_dir=str(RunDir(run_dir).checkpoints), seed=cfg.seed, data_seed=cfg.seed,
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler,
@@ -226,14 +274,14 @@ def _shared_run_dir(cfg: FinetuneConfig, state) -> Path:
     if state.num_processes > 1: broadcast_object_list(box)
     return Path(box[0])
 
-BASE_MODEL = "base_model.json"  # the run's record of its base model: see `model_source`
-
+# %% ../nbs/03_train.ipynb #6e3cfcdf
 def _write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir/"config.yaml")
-    with atomic_open(run_dir/BASE_MODEL) as f: json.dump(source, f, indent=2)
-    (run_dir/"hyperparameters.json").write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
-    for k, rows in splits.items(): write_jsonl(rows, run_dir/"data"/f"{k}.jsonl")
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.config)
+    with atomic_open(run.base_model) as f: json.dump(source, f, indent=2)
+    run.hyperparameters.write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
+    for k, rows in splits.items(): write_jsonl(rows, run.split(k))
     report = {k: {"examples": len(splits[k])} for k in splits}
     for k, ds in data.items():
         report[k].update(
@@ -242,9 +290,10 @@ def _write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict):
             dropped=len(splits[k]) - len(ds),
             longest=max(map(len, ds["input_ids"])),
         )
-    (run_dir/"data_report.json").write_text(json.dumps(report, indent=2))
+    run.data_report.write_text(json.dumps(report, indent=2))
     return report
 
+# %% ../nbs/03_train.ipynb #82bccd5a
 # what a log line shows, in this order: the rest (flos, runtimes, epoch fractions) is in metrics.jsonl
 SHOWN_LOGS = {"loss": "loss", "token_accuracy": "token accuracy", "eval_loss": "validation loss",
               "eval_token_accuracy": "validation token accuracy", "grad_norm": "grad norm", "learning_rate": "lr"}
@@ -257,6 +306,7 @@ class TrainingBar(ProgressCallback):
         shown = [f"{name} {logs[k]:.4g}" for k, name in SHOWN_LOGS.items() if isinstance(logs.get(k), (int, float))]
         if shown: self.training_bar.write(f"step {state.global_step}/{state.max_steps}: " + ", ".join(shown))
 
+# %% ../nbs/03_train.ipynb #2442ab9f
 def make_trainer(
     rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str, callbacks=()
 ):
@@ -280,13 +330,14 @@ def make_trainer(
     if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)
     return trainer, plan
 
+# %% ../nbs/03_train.ipynb #87cfc954
 def _fit(
     cfg: FinetuneConfig, run_dir: Path, splits: dict, resume_from: Path | None = None, callbacks: list | None = None
 ) -> Path:
     "Train `cfg` on `splits` into `run_dir` (written already when resuming)."
     state = _main_process(cfg.device)
     # a new run records what its base resolved to; a resumed one loads exactly that, checked
-    source = model_source(cfg.model) if resume_from is None else json.loads((run_dir/BASE_MODEL).read_text())
+    source = model_source(cfg.model) if resume_from is None else json.loads(RunDir(run_dir).base_model.read_text())
     model_path = Path(source["path"]) if resume_from is None else run_base_model(run_dir)
     device = pick_device(cfg.device)
     precision = pick_precision(cfg.precision, device)
@@ -315,7 +366,8 @@ def _fit(
             f"parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs:g}, batch "
             f"{rcfg.batch_size}, lr {rcfg.learning_rate}"
         )
-    cbs = [MetricsLogger(run_dir/"metrics.jsonl"), *(callbacks or [])]
+    run = RunDir(run_dir)
+    cbs = [MetricsLogger(run.metrics), *(callbacks or [])]
     if rcfg.early_stopping_patience and "validation" in data:
         cbs.append(EarlyStoppingCallback(rcfg.early_stopping_patience))
     if rcfg.tensorboard: cbs.append(_tensorboard(run_dir))
@@ -326,12 +378,12 @@ def _fit(
     start = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - start
-    final = run_dir/("adapter" if rcfg.strategy in ("lora", "dora", "qlora") else "model")
+    final = run.final(rcfg.strategy)
     trainer.save_model(str(final))
     if state.is_main_process:
         tok.save_pretrained(final)
         best = trainer.state.best_model_checkpoint
-        best_step = int(best.rsplit("-", 1)[1]) if best else None
+        best_step = checkpoint_step(best) if best else None
         evals = [r for r in read_metrics(run_dir) if "eval_loss" in r]
         final_eval = next((r for r in evals if r["step"] == best_step), evals[-1] if evals else {})
         summary = dict(
@@ -354,13 +406,14 @@ def _fit(
             fast_path=plan,
             resumed_from=str(resume_from) if resume_from else None,
         )
-        (run_dir/"summary.json").write_text(json.dumps(summary, indent=2))
+        run.summary.write_text(json.dumps(summary, indent=2))
         plot_losses(run_dir)
         msg = f", best validation loss {summary['eval_loss']:.4f} at step {summary['best_step']}" if best else ""
         print(f"done in {seconds:.0f}s: train loss {out.training_loss:.4f}{msg}")
     state.wait_for_everyone()
     return run_dir
 
+# %% ../nbs/03_train.ipynb #42316066
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -383,7 +436,7 @@ def _check_scheduler(name: str) -> None:
     if name not in names:
         raise ConfigError(f"key 'lr_scheduler': unknown scheduler {name!r}; one of {', '.join(names)}")
 
-
+# %% ../nbs/03_train.ipynb #ed83846b
 def train(cfg: FinetuneConfig | str | Path = None, callbacks: list | None = None, **overrides) -> Path:
     "Fine-tune as `cfg` (an object or a YAML file; default settings if None) says; returns the run folder."
     if cfg is None: cfg = FinetuneConfig(**overrides)
@@ -412,63 +465,85 @@ def train(cfg: FinetuneConfig | str | Path = None, callbacks: list | None = None
 
 def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
     "Continue an interrupted run from its newest complete checkpoint, exactly as if it had not stopped."
-    run_dir = Path(run_dir)
-    if not (run_dir/"config.yaml").is_file(): raise RunError(f"{run_dir} is not a run folder (no config.yaml)")
-    if (run_dir/"summary.json").is_file(): raise RunError(f"{run_dir} finished already; nothing to resume")
-    ckpt = latest_checkpoint(run_dir)
+    run = RunDir(run_dir).require()
+    run_dir = run.path
+    if run.summary.is_file(): raise RunError(f"{run_dir} finished already; nothing to resume")
+    ckpt = run.latest_checkpoint()
     if ckpt is None: raise RunError(f"{run_dir} has no complete checkpoint to resume from; start a new run")
-    if not (run_dir / BASE_MODEL).is_file():
+    if not run.base_model.is_file():
         raise RunError(f"{run_dir} has no {BASE_MODEL} (made by an older finetune_kit); start a new run")
     run_base_model(run_dir)  # fail now, before anything is changed, if the base model is gone or differs
-    step = int(ckpt.name.rsplit("-", 1)[1])
-    for p in (run_dir / "checkpoints").glob(
-        f"{PREFIX_CHECKPOINT_DIR}-*"
-    ):  # half-written or newer than the one we resume: useless
-        if p != ckpt and (not (p/COMPLETE).is_file() or int(p.name.rsplit("-", 1)[1]) > step): shutil.rmtree(p)
+    step = checkpoint_step(ckpt)
+    for p in run.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):  # half-written or newer than the one we resume
+        if p != ckpt and (not (p/COMPLETE).is_file() or checkpoint_step(p) > step): shutil.rmtree(p)
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]  # drops a torn last line, too
-    with atomic_open(run_dir/"metrics.jsonl") as f: f.writelines(json.dumps(r) + "\n" for r in kept)
+    with atomic_open(run.metrics) as f: f.writelines(json.dumps(r) + "\n" for r in kept)
     print(f"resuming {run_dir} from {ckpt.name}")
-    splits = {
-        k: load_examples(run_dir / "data" / f"{k}.jsonl") if (run_dir / "data" / f"{k}.jsonl").stat().st_size else []
-        for k in ("train", "validation", "test")
-    }
-    return _fit(load_config(run_dir/"config.yaml"), run_dir, splits, resume_from=ckpt, callbacks=callbacks)
+    splits = {k: load_examples(run.split(k)) if run.split(k).stat().st_size else []
+              for k in ("train", "validation", "test")}
+    return _fit(load_config(run.config), run_dir, splits, resume_from=ckpt, callbacks=callbacks)
 
 # %% ../nbs/03_train.ipynb #e7dbfede
 def run_base_model(run_dir: str | Path) -> Path:
     "The folder of the base model a run was trained on, its weights checked against the run's record."
-    run_dir = Path(run_dir)
-    if not (run_dir/BASE_MODEL).is_file():  # a run made before runs recorded their base: resolve the name as then
-        return resolve_model(load_config(run_dir/"config.yaml").model)
-    try: return check_source(json.loads((run_dir/BASE_MODEL).read_text()))
+    run = RunDir(run_dir)
+    if not run.base_model.is_file():  # a run made before runs recorded their base: resolve the name as then
+        return resolve_model(load_config(run.config).model)
+    try: return check_source(json.loads(run.base_model.read_text()))
     except ModelError as e: raise RunError(f"{run_dir}: {e}") from None
 
 def run_base_description(run_dir: str | Path) -> str | None:
     "The base model of a run in words (None for a run made before runs recorded their base)."
-    p = Path(run_dir)/BASE_MODEL
+    p = RunDir(run_dir).base_model
     return describe_source(json.loads(p.read_text())) if p.is_file() else None
 
+# %% ../nbs/03_train.ipynb #71102f25
+COURSE_RUN = "course"  # the run folder's name under `runs_dir`
+
+def course_config(smoke: bool | None = None, runs_dir: str | Path = "runs") -> FinetuneConfig:
+    """The settings of the course's shared run: the defaults on the sample tickets for one epoch, as the quickstart
+    (a few steps for a `smoke` run)."""
+    smoke = bool(os.environ.get("IN_TEST")) if smoke is None else smoke
+    short = dict(max_steps=6, val_size=16, logging_steps=1, eval_steps=3) if smoke else dict(eval_steps=20)
+    return FinetuneConfig(run_name=COURSE_RUN + ("-smoke" if smoke else ""), runs_dir=str(runs_dir), epochs=1, **short)
+
+_SMOKE_TRAINED: set[Path] = set()  # smoke runs trained by this process: one left by an older version is not reused
+
+def course_run(retrain: bool = False, smoke: bool | None = None, runs_dir: str | Path = "runs") -> Path:
+    "The course's run folder: trained with `course_config` if missing (or if `retrain`), else the finished one."
+    cfg = course_config(smoke, runs_dir)
+    run = RunDir(Path(cfg.runs_dir)/cfg.run_name)
+    retrain = retrain or (cfg.run_name.endswith("-smoke") and run.path.resolve() not in _SMOKE_TRAINED)
+    if retrain and run.path.exists(): shutil.rmtree(run.path)  # asked for: this folder is the course's own run
+    if run.summary.is_file():
+        print(f"using the finished run {run.path} (course_run(retrain=True) trains it again)")
+        return run.path
+    if run.latest_checkpoint(): return resume_run(run.path)  # interrupted (a closed notebook): continue it
+    if run.path.exists():
+        raise RunError(f"{run.path} holds an unfinished run without a checkpoint: delete it or use retrain=True")
+    done = train(cfg)
+    _SMOKE_TRAINED.add(done.resolve())
+    return done
 
 # %% ../nbs/03_train.ipynb #8248d9fc
 def load_run(run_dir: str | Path, device: str = "auto"):
     "(config, fine-tuned model, tokenizer) from a run folder."
     from peft import PeftModel
-    run_dir = Path(run_dir)
-    if not (run_dir/"config.yaml").is_file(): raise RunError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = load_config(run_dir/"config.yaml")
-    if (run_dir/"adapter"/"adapter_config.json").is_file():
-        model, _ = load_model(str(run_base_model(run_dir)), device)
-        with library_quiet(r".*is_gradient_checkpointing"): model = PeftModel.from_pretrained(model, run_dir/"adapter")
-        return cfg, model.eval(), load_tokenizer(str(run_dir/"adapter"))
-    if (run_dir/"model"/"config.json").is_file():
-        model, tok = load_model(str(run_dir/"model"), device)
+    run = RunDir(run_dir).require()
+    cfg = load_config(run.config)
+    if (run.adapter/"adapter_config.json").is_file():
+        model, _ = load_model(str(run_base_model(run.path)), device)
+        with library_quiet(r".*is_gradient_checkpointing"): model = PeftModel.from_pretrained(model, run.adapter)
+        return cfg, model.eval(), load_tokenizer(str(run.adapter))
+    if (run.model/"config.json").is_file():
+        model, tok = load_model(str(run.model), device)
         return cfg, model.eval(), tok
-    raise RunError(f"{run_dir} has no trained weights: the run did not finish (continue it with resume)")
+    raise RunError(f"{run.path} has no trained weights: the run did not finish (continue it with resume)")
 
 # %% ../nbs/03_train.ipynb #6422bc38
 def _short_base(run_dir: Path) -> str | None:
     "The kind of base a run was trained on, in a few words for a table."
-    p = run_dir/BASE_MODEL
+    p = RunDir(run_dir).base_model
     if not p.is_file(): return None
     r = json.loads(p.read_text())
     return {"gguf": f"de-quantized {r.get('quantization')}", "hub": f"hub @{r.get('revision', '')[:7]}"}.get(
@@ -481,19 +556,15 @@ def list_runs(runs_dir: str | Path = "runs"):
     import pandas as pd
     rows = []
     for d in sorted(Path(runs_dir).glob("*/config.yaml")):
-        d = d.parent
+        d, run = d.parent, RunDir(d.parent)
         with contextlib.suppress(Exception):
-            s = json.loads((d/"summary.json").read_text()) if (d/"summary.json").is_file() else {}
-            h = (
-                json.loads((d / "hyperparameters.json").read_text()).get("resolved", {})
-                if (d / "hyperparameters.json").is_file()
-                else {}
-            )
-            ev = json.loads((d/"eval_test.json").read_text()) if (d/"eval_test.json").is_file() else {}
+            s = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
+            h = json.loads(run.hyperparameters.read_text()).get("resolved", {}) if run.hyperparameters.is_file() else {}
+            ev = json.loads(run.evaluation("test").read_text()) if run.evaluation("test").is_file() else {}
             rows.append(
                 {
                     "run": d.name,
-                    "status": "done" if s else ("interrupted" if latest_checkpoint(d) else "incomplete"),
+                    "status": "done" if s else ("interrupted" if run.latest_checkpoint() else "incomplete"),
                     "model": h.get("model"),
                     "base": _short_base(d),
                     "strategy": h.get("strategy"),
@@ -516,5 +587,6 @@ def compare_runs(*run_dirs: str | Path):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for r in run_dirs: plot_losses(r, ax=ax)
     plt.close(fig)
-    table = list_runs(Path(run_dirs[0]).parent) if run_dirs else None
-    return (table.loc[[Path(r).name for r in run_dirs]] if table is not None and len(table) else table), fig
+    import pandas as pd
+    rows = [list_runs(Path(r).parent).loc[[Path(r).name]] for r in run_dirs if RunDir(r).is_run]
+    return (pd.concat(rows) if rows else pd.DataFrame()), fig

@@ -1,39 +1,7 @@
-import os, shutil, subprocess, sys
+"Fixtures shared by the tests; shared helper functions live in helpers.py."
 from pathlib import Path
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 @pytest.fixture(scope="session")
 def root() -> Path: return ROOT
-
-def cli_command() -> list[str]:
-    "How to start `finetune-kit`: the console script as a user runs it, else the module."
-    exe = shutil.which("finetune-kit")
-    return [exe] if exe else [sys.executable, "-m", "finetune_kit.cli"]
-
-def run_cli(*args, env=None, timeout=1200, cwd=None):
-    "Run `finetune-kit ARGS` in a subprocess (as a user would) and return the completed process."
-    return subprocess.run([*cli_command(), *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd)
-
-def free_port() -> int:
-    "A TCP port on loopback that nothing listens on right now."
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 300, log: Path | None = None) -> None:
-    "Wait until GET `url` answers 200; fail with the server's output (its piped stdout, or `log`) if it exits or takes too long."
-    import time, httpx
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200: return
-        except httpx.HTTPError: pass
-        if proc.poll() is not None or time.time() > deadline:
-            what = f"exited with {proc.returncode}" if proc.poll() is not None else f"did not answer in {timeout:.0f} s"
-            if proc.poll() is None: proc.kill(); proc.wait()
-            out = log.read_text(errors="replace") if log else proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"server {what}:\n{out[-3000:]}")
-        time.sleep(0.2)

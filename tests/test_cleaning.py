@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 from finetune_kit.data import (CleanOptions, clean_example, clean_text, cleaning_effects, load_examples, load_splits,
                                prepare_data)
 from finetune_kit.sample_data import write_jsonl
-from conftest import run_cli
+from helpers import run_cli
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

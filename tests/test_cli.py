@@ -2,7 +2,7 @@
 import json, re
 from pathlib import Path
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
@@ -16,11 +16,13 @@ def test_help_lists_commands():
     assert r.returncode == 0
     for c in ("quickstart", "train", "eval", "chat", "merge"): assert c in r.stdout
 
+@pytest.mark.slow
 def test_bad_model_says_what_was_tried(tmp_path):
     r = run_cli("train", "--model", "nobody/no-such-model", "--runs-dir", tmp_path, env=OFFLINE)
     assert_user_error(r, "could not find model 'nobody/no-such-model'", "Tried:", "local folder", "HF_HUB_OFFLINE")
     assert not any(tmp_path.iterdir()), "a failed start must not leave a run folder"
 
+@pytest.mark.slow
 def test_bad_data_is_located(tmp_path):
     bad = tmp_path/"bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n'
@@ -50,6 +52,7 @@ def test_bad_value_is_one_line_before_anything_loads(flag, value, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not any(tmp_path.iterdir()), "nothing is written for a bad value"
 
+@pytest.mark.slow
 def test_default_alias_offline_with_empty_cache(tmp_path):
     "HF_HUB_OFFLINE=1, an empty finetune_kit cache and an empty HF cache: the alias still resolves, from the bundled GGUF."
     env = {**OFFLINE, "FINETUNE_KIT_CACHE": str(tmp_path/"ftk"), "HF_HOME": str(tmp_path/"hf")}
@@ -77,6 +80,7 @@ def quickstart(tmp_path_factory):
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     return runs/"qs", r
 
+@pytest.mark.slow
 def test_quickstart_beats_base_model(quickstart):
     run, r = quickstart
     m = re.search(r"accuracy ([\d.]+)% vs ([\d.]+)% for the base model on (\d+) test examples", r.stdout)
@@ -87,6 +91,7 @@ def test_quickstart_beats_base_model(quickstart):
     report = json.loads((run/"eval_test.json").read_text())
     assert report["finetuned"]["loss"] < report["base"]["loss"]
 
+@pytest.mark.slow
 def test_eval_chat_and_merge_on_the_run(quickstart, tmp_path):
     run, _ = quickstart
     r = run_cli("eval", run, "--split", "validation", "--max-examples", "8", env=OFFLINE)

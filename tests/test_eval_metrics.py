@@ -108,6 +108,7 @@ except Exception as e: hub = "failed"
 print("ok", hub)
 """
 
+@pytest.mark.slow
 def test_metrics_work_offline_with_an_empty_cache(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(tmp_path/"hf"), "XDG_CACHE_HOME": str(tmp_path/"cache")}

@@ -2,13 +2,15 @@
 import json, re
 from pathlib import Path
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 from finetune_kit.config import FinetuneConfig, save_config
 from finetune_kit.data import load_examples, split_examples
 from finetune_kit.evaluate import EvalError, answer_loss, evaluate_run, generate_answers, text_perplexity
 from finetune_kit.model import add_lora, load_model
 from finetune_kit.sample_data import write_jsonl
 from finetune_kit.train import RunError
+
+pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 
 VERDICT = r"accuracy ([\d.]+)% vs ([\d.]+)% for the base model on (\d+) test examples"
 

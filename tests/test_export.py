@@ -1,7 +1,9 @@
 "A tiny trained run: `finetune-kit merge` makes a self-contained folder equal to base + adapter; runs share their base when served."
 import json, os, subprocess, sys
 import pytest, torch
-from conftest import run_cli
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 

@@ -10,6 +10,8 @@ from finetune_kit.model import load_model, setup_strategy
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.train import make_trainer, read_metrics, train
 
+pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
+
 
 def _trainer(strategy: str, fast: bool, precision: str, tmp_path):
     torch.manual_seed(0)

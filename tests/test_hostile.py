@@ -43,6 +43,7 @@ def upload(url, data, **kw):
     return httpx.post(url + "/v1/files", files={"file": ("train.jsonl", (data/"train.jsonl").read_bytes())},
                       data={"purpose": "fine-tune"}, **kw)
 
+@pytest.mark.slow
 def test_a_web_page_cannot_drive_the_server(url, data, state):
     before = stored(state)
     rebinding = {"Host": "attacker.example"}
@@ -63,6 +64,7 @@ def test_a_web_page_cannot_drive_the_server(url, data, state):
     # what a local page or program sends is answered
     assert httpx.get(url + "/v1/models", headers={"Host": "localhost:1234", "Origin": "http://localhost:3000"}).status_code == 200
 
+@pytest.mark.slow
 def test_generation_stays_within_the_budget(url):
     client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
     ask = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -76,6 +78,7 @@ def test_generation_stays_within_the_budget(url):
             client.chat.completions.create(model="smollm2-135m", messages=ask, stop=stop)
         assert e.value.body["param"] == "stop"
 
+@pytest.mark.slow
 def test_quotas_and_metadata_limits(url, data, state):
     client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
     first = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")

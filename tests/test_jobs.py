@@ -5,7 +5,7 @@ from pathlib import Path
 import httpx, openai, psutil, pytest
 from openai import OpenAI
 
-from conftest import ROOT, cli_command, free_port, wait_until_up
+from helpers import ROOT, cli_command, free_port, wait_until_up
 from finetune_kit.jobs import TERMINAL, JobService, JobStore, jobs_app
 from finetune_kit.model import MODEL_ALIASES
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
@@ -57,6 +57,7 @@ def finished(api, data):
     return job, train, valid
 
 
+@pytest.mark.slow
 def test_upload_shapes(api, data, finished):
     client, _, _ = api
     job, train, _ = finished
@@ -69,6 +70,7 @@ def test_upload_shapes(api, data, finished):
     assert [f.id for f in client.files.list(purpose="fine-tune-results")] == job.result_files
 
 
+@pytest.mark.slow
 def test_job_succeeded(api, finished):
     client, _, registry = api
     job, train, valid = finished
@@ -83,6 +85,7 @@ def test_job_succeeded(api, finished):
     assert [int(l.split(",")[0]) for l in csv[1:]] == [1, 2, 3, 4, 5]  # 40 examples, batch 8, one epoch
 
 
+@pytest.mark.slow
 def test_events_and_checkpoints(api, finished):
     client, _, _ = api
     job = finished[0]
@@ -103,6 +106,7 @@ def test_events_and_checkpoints(api, finished):
     assert ckpts[0].metrics.valid_loss is not None and ckpts[0].metrics.train_loss is not None
 
 
+@pytest.mark.slow
 def test_chat_with_fine_tuned_model(api, finished):
     client = api[0]
     job = finished[0]
@@ -112,6 +116,7 @@ def test_chat_with_fine_tuned_model(api, finished):
     assert r.model == job.fine_tuned_model and r.choices[0].message.content
 
 
+@pytest.mark.slow
 def test_bad_upload_gets_located_errors(api, data):
     client = api[0]
     with pytest.raises(openai.BadRequestError) as e:
@@ -142,6 +147,7 @@ def test_upload_cap(tmp_path, data):
         assert not list((tmp_path/"files").iterdir())
 
 
+@pytest.mark.slow
 def test_bad_requests_and_unknown_ids(api, finished):
     client = api[0]
     train = finished[1]
@@ -168,6 +174,7 @@ def test_bad_requests_and_unknown_ids(api, finished):
         client.fine_tuning.jobs.cancel(finished[0].id)
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_worker(api, finished):
     client, svc, _ = api
     job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=finished[1].id)
@@ -191,6 +198,7 @@ def test_cancel_stops_the_worker(api, finished):
     assert client.fine_tuning.jobs.cancel(a.id).status == "cancelled"
 
 
+@pytest.mark.slow
 def test_training_failure_is_reported(api, finished):
     client = api[0]
     job = client.fine_tuning.jobs.create(model="no-such-model", training_file=finished[1].id)
@@ -221,6 +229,7 @@ def consistent(state: Path) -> None:
         assert (store.job_dir(c["job_id"])/"run"/"checkpoints"/f"checkpoint-{c['step']}").is_dir(), c
     assert not [p for p in (state/"files").iterdir() if p.name.endswith(".part")]
 
+@pytest.mark.slow
 def test_worker_and_server_killed_mid_job(tmp_path, data):
     "kill -9 the worker after a checkpoint, then the server after a later one; restart on the same port at once."
     state, log = tmp_path/"state", tmp_path/"server.log"
@@ -263,6 +272,7 @@ def test_worker_and_server_killed_mid_job(tmp_path, data):
     finally:
         kill9(p)
 
+@pytest.mark.slow
 def test_upload_in_bounded_memory_and_killed_mid_upload(tmp_path):
     "A 20 MiB upload is checked in a streaming pass (peak RSS stays low); a server killed mid-upload leaves nothing."
     state, log = tmp_path/"state", tmp_path/"server.log"
@@ -302,6 +312,7 @@ def test_upload_in_bounded_memory_and_killed_mid_upload(tmp_path):
         kill9(p)
 
 
+@pytest.mark.slow
 def test_cli_serve_with_jobs_only(tmp_path, data):
     "`finetune-kit serve --jobs-dir D` with no SOURCE: the openai client lists models and uploads, then SIGTERM stops it cleanly."
     port, state = free_port(), tmp_path/"jobs"
@@ -326,6 +337,7 @@ def test_cli_serve_with_jobs_only(tmp_path, data):
     JobService(state).stop()  # the stopped server released the folder
 
 
+@pytest.mark.slow
 def test_delete_file_model_and_job(api, finished):
     "Deleting a file removes the server's copies of it; a fine-tuned model and an ended job can be deleted whole."
     client, svc, registry = api

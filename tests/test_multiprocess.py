@@ -2,6 +2,8 @@
 import json, os, shutil, subprocess
 import pytest
 
+pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_two_process_cpu_training(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

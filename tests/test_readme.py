@@ -9,7 +9,7 @@ import os, re, signal, socket, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import pytest
-from conftest import ROOT, free_port
+from helpers import ROOT, free_port
 
 SMOKE_ENV = {"FINETUNE_KIT_MAX_STEPS": "2", "FINETUNE_KIT_MAX_EVAL_EXAMPLES": "4", "HF_HUB_OFFLINE": "1"}
 BLOCK = re.compile(r"(?:<!--\s*readme-test:\s*(?P<kind>[\w-]+)\s*:\s*(?P<value>.*?)\s*-->\s*\n)?"
@@ -98,6 +98,7 @@ def run_blocks(blocks: list[Block], work: Path) -> list[str]:
         for proc in background: _stop(proc)
     return outputs
 
+@pytest.mark.slow
 def test_readme_runs_as_written(tmp_path):
     blocks = doc_blocks((ROOT/"README.md").read_text(encoding="utf-8"), "README.md")
     assert len([b for b in blocks if b.kind != "skip"]) >= 5, "the README's blocks were not found"
@@ -108,6 +109,7 @@ def test_readme_runs_as_written(tmp_path):
 NOTEBOOKS = sorted(p for p in (ROOT/"nbs").glob("**/*.ipynb")  # index.ipynb is the README's source: run above
                    if p.name != "index.ipynb" and any(b.kind != "skip" for b in notebook_blocks(p)))
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_terminal_blocks_run_as_written(nb, tmp_path):
     run_blocks(notebook_blocks(nb), tmp_path)

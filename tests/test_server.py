@@ -3,7 +3,9 @@ import json, os, subprocess
 from concurrent.futures import ThreadPoolExecutor
 import httpx, pytest
 import openai
-from conftest import cli_command, free_port, run_cli, wait_until_up
+from helpers import cli_command, free_port, run_cli, wait_until_up
+
+pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 
 MODEL, KEY, LIMIT = "smollm2-135m", "test-key-123", 256
 ASK = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]

@@ -2,7 +2,9 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
-from conftest import run_cli, cli_command
+from helpers import run_cli, cli_command
+
+pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 
 ARGS = ["--max-steps", "8", "--epochs", "1", "--batch-size", "2", "--logging-steps", "1", "--eval-steps", "2", "--save-steps", "2",
         "--val-size", "16", "--test-size", "16", "--keep-checkpoints", "3"]
