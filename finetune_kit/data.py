@@ -783,6 +783,15 @@ def split_examples(
             k = next((k for k in ("test", "validation") if 0 < len(members[g]) <= left[k]), "train")
             if k != "train": left[k] -= len(members[g])
             out[k] += members[g]
+    # groups larger than every label's share leave a split empty: deal it whole groups while that gets it closer
+    for k, target in (("test", n_test), ("validation", n_val)):
+        if out[k] or not target: continue
+        spare = sorted({gid[i] for i in out["train"]}, key=lambda g: members[g][0])
+        rng.shuffle(spare)
+        for g in spare:
+            if abs(target - len(out[k]) - len(members[g])) >= abs(target - len(out[k])): continue
+            out[k] += members[g]
+            out["train"] = [i for i in out["train"] if gid[i] != g]
     return {k: [examples[i] for i in sorted(v, key=lambda i: rng.random())] for k, v in out.items()}
 
 # %% ../nbs/01_data.ipynb #4bc42f7b
