@@ -56,7 +56,7 @@ def _write(nb: dict, path: Path) -> None:
 
 def _execute(path: Path) -> None:
     "Run a notebook in its folder and save its outputs (the way nbdev runs notebooks, but at full size)."
-    from execnb.nbio import read_nb, write_nb
+    from fastcore.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
     nb = read_nb(path)

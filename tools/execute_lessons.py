@@ -26,18 +26,26 @@ def scrub(text: str) -> str:
     text = re.sub(re.escape(tempfile.gettempdir()) + r"/[\w.-]+", "<tmp>", text)
     return text.replace(str(Path.home()), "~")
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+def settle(text: str) -> str:
+    "A terminal stream as it ends up on screen: each line's last carriage-return state, no ANSI escapes."
+    return "\n".join(ANSI.sub("", line).split("\r")[-1] for line in text.split("\n"))
+
 def _scrub_outputs(nb) -> None:
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            if "text" in out: out["text"] = scrub("".join(out["text"]) if isinstance(out["text"], list) else out["text"])
+            if "text" in out:
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                out["text"] = scrub(settle(text) if out.get("output_type") == "stream" else text)
             for k, v in (out.get("data") or {}).items():
                 if k.startswith("text/") or k == "application/json":
                     out["data"][k] = scrub("".join(v) if isinstance(v, list) else v) if isinstance(v, (str, list)) else v
             out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
 
 def execute(path: Path) -> float:
-    from execnb.nbio import read_nb, write_nb
+    from fastcore.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
     os.environ.pop("IN_TEST", None)
@@ -49,8 +57,18 @@ def execute(path: Path) -> float:
     write_nb(nb, path)
     return seconds
 
+def rescrub(path: Path) -> None:
+    "Scrub the outputs a notebook already holds (after a change to `scrub` or `settle`)."
+    from fastcore.nbio import read_nb, write_nb
+    nb = read_nb(path)
+    _scrub_outputs(nb)
+    write_nb(nb, path)
+
 def main(names: list[str]) -> None:
     import subprocess
+    if names[:1] == ["--scrub"]:
+        for p in sorted(NBS.glob("[0-9]*.ipynb")): rescrub(p)
+        return
     lessons = [p for p in sorted(NBS.glob("[0-9]*.ipynb")) if not names or p.stem in names]
     if len(lessons) > 1:  # one process per lesson: a fresh kernel, memory given back, a clean time
         for p in lessons: subprocess.run([sys.executable, __file__, p.stem], check=True)
