@@ -39,7 +39,8 @@ def student_copy(nb: dict) -> dict:
 # %% ../nbs/api/06_workshop.ipynb #f747f43b
 def lessons_dir(lessons: str | Path | None = None) -> Path:
     "The folder of the course notebooks: `lessons`, or the `nbs/` of the repository this package is installed from."
-    d = Path(lessons) if lessons else Path(__file__).resolve().parents[1]/"nbs"
+    import finetune_kit
+    d = Path(lessons) if lessons else Path(finetune_kit.__file__).resolve().parents[1]/"nbs"
     if not any(d.glob("[0-9]*.ipynb")):
         raise WorkshopError(f"{d}: no course notebooks (01_data.ipynb, ...) here. Install finetune_kit from a clone "
                             "of its repository (pip install -e .), or pass the folder of the notebooks (--lessons)")
