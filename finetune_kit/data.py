@@ -28,8 +28,8 @@ __all__ = ['ROLES', 'FORMATS', 'MAX_LINE_BYTES', 'Problem', 'ProblemLog', 'DataE
            'to_chat', 'resolve_data_path', 'load_hub_dataset', 'iter_records', 'iter_examples', 'load_examples',
            'CleanOptions', 'clean_steps', 'clean_text', 'visible', 'CleaningEffect', 'cleaning_effects',
            'clean_example', 'clean_examples', 'exact_key', 'shingles', 'minhashes', 'Duplicates', 'near_pairs',
-           'find_duplicates', 'drop_duplicates', 'example_label', 'class_labels', 'split_examples', 'Leakage',
-           'check_leakage', 'load_splits', 'PrepareStats', 'prepare_data', 'assistant_spans', 'encode_chat',
+           'find_duplicates', 'drop_duplicates', 'example_label', 'class_labels', 'example_groups', 'split_examples',
+           'Leakage', 'check_leakage', 'load_splits', 'PrepareStats', 'prepare_data', 'assistant_spans', 'encode_chat',
            'show_label_mask', 'encode_example', 'tokenize_examples', 'ChatCollator']
 
 # %% ../nbs/01_data.ipynb #85cf7828
@@ -747,6 +747,10 @@ def _connected(*partitions: list) -> list[int]:
             parent[root(i)] = root(j)
     return [root(i) for i in range(len(parent))]
 
+def example_groups(examples: list[dict], duplicate_groups: list) -> list[int]:
+    "The groups a split keeps whole: a near-duplicate cluster and the examples sharing a `group` key, joined."
+    return _connected(duplicate_groups, [e.get("group") for e in examples])
+
 def split_examples(
     examples: list[dict],
     val_size: float = 0.1,  # fraction (< 1) or count of validation examples
@@ -764,7 +768,7 @@ def split_examples(
         raise DataError.about("(split)", f"too small to split: {n_val} validation + {n_test} test examples leave "
                               f"none of {n} for training", "val_size/test_size")
     if groups == "duplicates":  # a duplicate cluster, or examples sharing a `group`: one connected group
-        gid = _connected(find_duplicates(examples, threshold).group, [e.get("group") for e in examples])
+        gid = example_groups(examples, find_duplicates(examples, threshold).group)
     else: gid = list(groups) if groups is not None else list(range(n))
     labels = class_labels(examples, stratify) or [""] * n
     members = defaultdict(list)

@@ -19,7 +19,8 @@ from .core import FinetuneKitError, atomic_open
 from .config import FinetuneConfig
 from .data import (ChatCollator, CleaningEffect, CleanOptions, DataError, Duplicates, Problem,
                                ProblemLog, check_leakage, class_labels, clean_example, cleaning_effects, encode_example,
-                               example_label, find_duplicates, iter_examples, load_splits, split_examples)
+                               example_groups, example_label, find_duplicates, iter_examples, load_splits,
+                               split_examples)
 
 # %% auto #0
 __all__ = ['TokenStats', 'token_stats', 'measure_throughput', 'lora_step', 'probe_batches', 'Preflight', 'save_report',
@@ -375,7 +376,8 @@ def data_check(path,  # the data: any source `load_examples` reads
             dups = None
         else:
             dups = find_duplicates(examples, threshold)
-            splits = split_examples(examples, val_size, test_size, seed, groups=dups.group, threshold=threshold)
+            splits = split_examples(examples, val_size, test_size, seed, groups=example_groups(examples, dups.group),
+                                    threshold=threshold)
         tok = load_tokenizer(model)
         step = lora_step(load_model(model)[0]) if probe and not (strict and log.n_errors) else None
         pf = preflight(splits, tok, max_seq_len, epochs, step, batch_size, probe_steps, source=str(path), model=model,
