@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #ab7926f2
 from __future__ import annotations
-import contextlib, functools, hashlib, html, json, os, random, re, string, unicodedata
+import contextlib, hashlib, json, random, re, unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -17,6 +17,10 @@ import numpy as np
 
 from .core import FinetuneKitError, atomic_open
 from .sample_data import sample_path, write_jsonl
+# the plumbing, in the reference notebooks api/07_formats and api/07a_cleaning (importable from here too)
+from .formats import (FORMATS, MAX_LINE_BYTES, DataError, Problem, ProblemLog, _apply_mapping,
+                                  convert_record, detect_format, iter_records, load_hub_dataset, resolve_data_path)
+from .cleaning import CleaningEffect, _around_change, classic_steps, strip_html, visible, whitespace_steps
 # torch and datasets are imported where they are used: `finetune-kit --help` builds its `data prepare` flags from
 # `CleanOptions`, and must not wait seconds for them
 if TYPE_CHECKING:
@@ -24,394 +28,65 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 # %% auto #0
-__all__ = ['ROLES', 'FORMATS', 'MAX_LINE_BYTES', 'Problem', 'ProblemLog', 'DataError', 'detect_format', 'check_example',
-           'to_chat', 'resolve_data_path', 'load_hub_dataset', 'iter_records', 'iter_examples', 'load_examples',
-           'CleanOptions', 'clean_steps', 'clean_text', 'visible', 'CleaningEffect', 'cleaning_effects',
-           'clean_example', 'clean_examples', 'exact_key', 'shingles', 'minhashes', 'Duplicates', 'near_pairs',
-           'find_duplicates', 'drop_duplicates', 'example_label', 'class_labels', 'example_groups', 'split_examples',
-           'Leakage', 'check_leakage', 'load_splits', 'PrepareStats', 'prepare_data', 'assistant_spans', 'encode_chat',
-           'show_label_mask', 'encode_example', 'tokenize_examples', 'ChatCollator']
+__all__ = ['ROLES', 'check_message', 'check_example', 'to_chat', 'iter_examples', 'load_examples', 'CleanOptions', 'clean_steps',
+           'clean_text', 'cleaning_effects', 'clean_example', 'clean_examples', 'exact_key', 'shingles', 'minhashes',
+           'Duplicates', 'near_pairs', 'find_duplicates', 'drop_duplicates', 'example_label', 'class_labels',
+           'example_groups', 'split_examples', 'Leakage', 'check_leakage', 'load_splits', 'PrepareStats',
+           'prepare_data', 'assistant_spans', 'encode_chat', 'show_label_mask', 'encode_example', 'tokenize_examples',
+           'ChatCollator']
 
-# %% ../nbs/01_data.ipynb #85cf7828
+# %% ../nbs/01_data.ipynb #5c01cc1d
 ROLES = ("system", "user", "assistant")
 
-@dataclass
-class Problem:
-    "One thing wrong with the input: where it is and what is wrong."
-    file: str
-    line: int  # 1-based line (or row) number; 0 for the whole file
-    field: str  # e.g. `messages[2].content`
-    reason: str  # starts with the kind of problem, e.g. `invalid JSON: ...`
-    severity: str = "error"  # "error" (the row is unusable) or "warning" (fixed on the fly)
-    @property
-    def kind(self) -> str: return self.reason.split(":")[0]
-    def __str__(self): return f"{self.file}:{self.line}: {self.field}: {self.reason}"
-
-# %% ../nbs/01_data.ipynb #a10ca00a
-class ProblemLog:
-    "Every problem counted by kind, the first `keep` locations of each kind stored (memory stays bounded)."
-    def __init__(self, keep: int = 20):
-        self.keep, self.counts, self.first, self.bad_rows = keep, Counter(), defaultdict(list), 0
-    def add(self, p: Problem):
-        key = (p.severity, p.kind)
-        self.counts[key] += 1
-        if len(self.first[key]) < self.keep: self.first[key].append(p)
-    @property
-    def n_errors(self) -> int: return sum(n for (s, _), n in self.counts.items() if s == "error")
-    @property
-    def problems(self) -> list[Problem]: return [p for ps in self.first.values() for p in ps]
-    def report(self, shown: int = 5) -> str:
-        "Counts by kind on top, then the first `shown` locations of each kind."
-        if not self.counts: return "no problems found"
-        head = [f"{self.n_errors} error(s), {sum(self.counts.values()) - self.n_errors} warning(s) in the data:"]
-        head += [f"  {n:>7} x {s}: {k}" for (s, k), n in self.counts.most_common()]
-        body = []
-        for key, n in self.counts.most_common():
-            body += [f"{key[0]}: {key[1]} (first {min(shown, n)} of {n}):"] + [
-                f"  {p}" for p in self.first[key][:shown]
-            ]
-        return "\n".join(head + body)
-
-class DataError(FinetuneKitError):
-    "The input data has problems; `problems` lists each with file, line, field and reason."
-    def __init__(self, problems: list[Problem], max_shown: int = 5, log: ProblemLog | None = None):
-        if log is None:
-            log = ProblemLog(keep=max(max_shown, 20))
-            for p in problems: log.add(p)
-        self.problems, self.log = list(problems), log
-        super().__init__(log.report(max_shown))
-
-    @classmethod
-    def about(cls, source: str | Path, reason: str, field: str = "(file)") -> DataError:
-        "A problem with a whole file or source (no line): `DataError.about(path, 'file not found: ...')`."
-        return cls([Problem(str(source), 0, field, reason)])
-
-# %% ../nbs/01_data.ipynb #dfb4e7da
-FORMATS = {"chat": {"messages"}, "sharegpt": {"conversations"}, "alpaca": {"instruction", "output"},
-           "prompt_completion": {"prompt", "completion"}, "prompt_response": {"prompt", "response"}, "text": {"text"}}
-_OPTIONAL = {"system", "input", "label", "id", "weight", "text", "group"}  # top-level keys every format may carry
-_SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "chatgpt": "assistant",
-    "bard": "assistant",
-    "bing": "assistant",
-    "model": "assistant",
-    "system": "system",
-}
-
-def detect_format(obj) -> str | None:
-    "The format whose required keys `obj` has (first match in `FORMATS` order), or None."
-    if not isinstance(obj, dict): return None
-    return next((f for f, keys in FORMATS.items() if keys <= obj.keys()), None)
-
-def _apply_mapping(obj, mapping: dict | None):
-    if not mapping or not isinstance(obj, dict): return obj
-    return {
-        **{k: v for k, v in obj.items() if k not in mapping.values()},
-        **{k: obj[c] for k, c in mapping.items() if c in obj},
-    }
+def check_message(m, i: int) -> list[Problem]:
+    "Problems of the `i`-th message of a chat example (not yet located in a file)."
+    f = f"messages[{i}]"
+    if not isinstance(m, dict): return [Problem.of(f, f"wrong type: expected an object, got {type(m).__name__}")]
+    probs = []
+    if unknown := set(m) - {"role", "content", "weight", "name"}:
+        probs.append(Problem.of(f, f"unknown key: {', '.join(sorted(map(str, unknown)))}"))
+    if not isinstance(m.get("role"), str) or m["role"] not in ROLES:
+        probs.append(Problem.of(f"{f}.role", f"unknown role: {m.get('role')!r} (expected one of {', '.join(ROLES)})"))
+    c = m.get("content")
+    if not isinstance(c, str): probs.append(Problem.of(f"{f}.content", f"non-string content: got {type(c).__name__}"))
+    elif not c.strip(): probs.append(Problem.of(f"{f}.content", "empty content"))
+    if "weight" in m:
+        w = m["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
+            probs.append(Problem.of(f"{f}.weight", f"bad weight: must be 0 or 1, got {w!r}"))
+        elif m.get("role") != "assistant":
+            probs.append(Problem.of(f"{f}.weight", "bad weight: only allowed on assistant messages"))
+    return probs
 
 # %% ../nbs/01_data.ipynb #d4f40545
-def check_example(obj, text: bool = False) -> list[tuple[str, str]]:
-    "Problems of one chat example as (field, reason) pairs; empty when valid (`text`: a plain-text example)."
+def check_example(obj, text: bool = False) -> list[Problem]:
+    "Problems of one chat example, not yet located in a file; empty when valid (`text`: a plain-text example)."
     if not isinstance(obj, dict):
-        return [("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}")]
-    if "messages" not in obj: return [("messages", "missing key: 'messages'")]
+        return [Problem.of("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}")]
+    if "messages" not in obj: return [Problem.of("messages", "missing key: 'messages'")]
     msgs = obj["messages"]
     if not isinstance(msgs, list) or not msgs:
-        return [("messages", f"wrong type: messages must be a non-empty list, got {type(msgs).__name__}")]
-    probs = []
-    for i, m in enumerate(msgs):
-        f = f"messages[{i}]"
-        if not isinstance(m, dict):
-            probs.append((f, f"wrong type: expected an object, got {type(m).__name__}"))
-            continue
-        if unknown := set(m) - {"role", "content", "weight", "name"}:
-            probs.append((f, f"unknown key: {', '.join(sorted(map(str, unknown)))}"))
-        if not isinstance(m.get("role"), str) or m["role"] not in ROLES:
-            probs.append((f"{f}.role", f"unknown role: {m.get('role')!r} (expected one of {', '.join(ROLES)})"))
-        c = m.get("content")
-        if not isinstance(c, str): probs.append((f"{f}.content", f"non-string content: got {type(c).__name__}"))
-        elif not c.strip(): probs.append((f"{f}.content", "empty content"))
-        if "weight" in m:
-            w = m["weight"]
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
-                probs.append((f"{f}.weight", f"bad weight: must be 0 or 1, got {w!r}"))
-            elif m.get("role") != "assistant":
-                probs.append((f"{f}.weight", "bad weight: only allowed on assistant messages"))
+        return [Problem.of("messages", f"wrong type: messages must be a non-empty list, got {type(msgs).__name__}")]
+    probs = [p for i, m in enumerate(msgs) for p in check_message(m, i)]
     roles = [m.get("role") for m in msgs if isinstance(m, dict)]
     if "assistant" not in roles:
-        probs.append(("messages", "no assistant turn: nothing to learn from"))
+        probs.append(Problem.of("messages", "no assistant turn: nothing to learn from"))
     elif roles[-1] != "assistant":
-        probs.append((f"messages[{len(msgs) - 1}].role", "last turn not the assistant's: nothing after it is trained"))
+        last = f"messages[{len(msgs) - 1}].role"
+        probs.append(Problem.of(last, "last turn not the assistant's: nothing after it is trained"))
     first = next((r for r in roles if r != "system"), None)
     if first == "assistant" and not text:
-        probs.append(
-            ("messages", "no user turn first: the conversation must start with a user turn (after any system turn)")
-        )
+        probs.append(Problem.of("messages", "no user turn first: the conversation must start with a user turn "
+                                "(after any system turn)"))
     return probs
 
 # %% ../nbs/01_data.ipynb #b23b8dcd
-def _drop_nulls(msgs):
-    "Arrow-backed tables (Parquet, `datasets`) give every message every optional key, None where absent: drop those."
-    if not isinstance(msgs, list): return msgs
-    return [
-        {k: v for k, v in m.items() if not (v is None and k in ("weight", "name"))} if isinstance(m, dict) else m
-        for m in msgs
-    ]
-
-
-def _turns_to_chat(obj: dict, user: str, assistant) -> tuple[list, list]:
-    probs, msgs = [], []
-    if "system" in obj:
-        if isinstance(obj["system"], str) and obj["system"].strip():
-            msgs.append({"role": "system", "content": obj["system"]})
-        elif obj["system"] not in (None, ""):
-            probs.append(("system", f"non-string content: got {type(obj['system']).__name__}"))
-    return msgs + [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}], probs
-
-def _sharegpt(turns) -> tuple[list, list]:
-    if not isinstance(turns, list) or not turns:
-        return [], [("conversations", f"wrong type: must be a non-empty list, got {type(turns).__name__}")]
-    msgs, probs = [], []
-    for i, t in enumerate(turns):
-        if not isinstance(t, dict):
-            probs.append((f"conversations[{i}]", f"wrong type: expected an object, got {type(t).__name__}"))
-            continue
-        who = t.get("from")
-        role = _SHAREGPT_ROLES.get(who.lower()) if isinstance(who, str) else None
-        if role is None:
-            probs.append((f"conversations[{i}].from", f"unknown role: {who!r} (expected human, gpt or system)"))
-            continue
-        msgs.append(
-            {"role": role, "content": t.get("value")} | ({"weight": t["weight"]} if t.get("weight") is not None else {})
-        )
-    return msgs, probs
-
-def to_chat(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[dict | None, list[tuple[str, str, str]]]:
-    "One record of format `fmt` (None: detect) as a chat example, and its problems as (field, reason, severity)."
-    obj = _apply_mapping(obj, mapping)
-    if not isinstance(obj, dict):
-        return None, [("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}", "error")]
-    fmt = fmt or detect_format(obj)
-    if fmt is None:
-        want = " or ".join("+".join(sorted(k)) for k in FORMATS.values())
-        return None, [("(record)", f"missing key: found {sorted(map(str, obj))[:8]}, expected {want}", "error")]
-    if fmt not in FORMATS:
-        raise DataError.about("(format)", f"unknown format: {fmt!r} (expected one of {', '.join(FORMATS)})", "fmt")
-    if missing := FORMATS[fmt] - obj.keys():
-        return None, [("(record)", f"missing key: {', '.join(sorted(missing))} (format {fmt})", "error")]
-    probs = []
-    if unknown := obj.keys() - FORMATS[fmt] - _OPTIONAL:
-        probs.append(("(record)", f"unknown key: {', '.join(sorted(map(str, unknown)))} (ignored)", "warning"))
-    if fmt == "chat":
-        msgs = _drop_nulls(obj["messages"])
-    elif fmt == "sharegpt":
-        msgs, p = _sharegpt(obj["conversations"])
-        probs += [(*x, "error") for x in p]
-    elif fmt == "text": msgs = [{"role": "assistant", "content": obj["text"]}]
-    elif fmt == "alpaca":
-        inp, ins = obj.get("input"), obj["instruction"]
-        user = f"{ins}\n\n{inp}" if isinstance(ins, str) and isinstance(inp, str) and inp.strip() else ins
-        msgs, p = _turns_to_chat(obj, user, obj["output"])
-        probs += [(*x, "error") for x in p]
-    else:
-        msgs, p = _turns_to_chat(obj, obj["prompt"], obj["completion" if fmt == "prompt_completion" else "response"])
-        probs += [(*x, "error") for x in p]
-    ex = {"messages": msgs} | {k: obj[k] for k in ("label", "group") if obj.get(k) not in (None, "")}
-    if fmt == "text" or (fmt == "chat" and obj.get("text") is True):
-        ex["text"] = True  # continued pre-training: no chat template, every token trained
-    probs += [(f, r, "error") for f, r in check_example(ex, text=bool(ex.get("text")))]
-    if any(s == "error" for *_, s in probs): return None, probs
-    ex["messages"] = [dict(m) for m in msgs]
-    return ex, probs
-
-# %% ../nbs/01_data.ipynb #f52e079b
-MAX_LINE_BYTES = 8 * 2**20  # 8 MiB: far above any real example, small enough to never exhaust memory
-_HUB_ID = re.compile(r"[\w.-]+/[\w-]+")
-
-def resolve_data_path(data: str | Path) -> Path:
-    "The file behind `data`: a path, or `sample:NAME` for a sample shipped with finetune_kit."
-    if isinstance(data, str) and data.startswith("sample:"):
-        try: return sample_path(data.split(":", 1)[1])
-        except FileNotFoundError as e: raise DataError.about(data, f"file not found: {e}") from None
-    return Path(data)
-
-def _skip_rest(f, chunk: int = 2**20) -> None:
-    while (b := f.readline(chunk)) and not b.endswith(b"\n"): pass
-
-def _jsonl_records(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, object, list]]:
-    name = str(path)
-    with open(path, "rb") as f:
-        n = 0
-        while raw := f.readline(max_line_bytes + 1):
-            n += 1
-            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-                _skip_rest(f)
-                yield n, None, [("(line)", f"over-long line: more than {max_line_bytes:,} bytes", "error")]
-                continue
-            probs = []
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-                probs.append(("(file)", "byte-order mark: removed", "warning"))
-            if raw.endswith(b"\r\n"): probs.append(("(line)", "CRLF line ending: read as LF", "warning"))
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield (
-                    n,
-                    None,
-                    probs
-                    + [
-                        (
-                            "(line)",
-                            f"invalid UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1} (save the file as "
-                            "UTF-8)",
-                            "error",
-                        )
-                    ],
-                )
-                continue
-            if not line.strip():
-                yield n, None, probs + [("(line)", "blank line: skipped", "warning")]
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                cut = " (truncated file?)" if not raw.endswith(b"\n") else ""
-                yield n, None, probs + [("(line)", f"invalid JSON: {e.msg} at column {e.colno}{cut}", "error")]
-                continue
-            yield n, obj, probs
-
-def _text_records(path: Path) -> Iterator[tuple[int, object, list]]:
-    "Plain text: documents separated by blank lines, numbered by their first line."
-    buf, start = [], 0
-    with open(path, encoding="utf-8", errors="strict", newline=None) as f:
-        try:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    buf, start = buf + [line], start or n
-                elif buf:
-                    yield start, {"text": "".join(buf).strip()}, []
-                    buf, start = [], 0
-        except UnicodeDecodeError as e:
-            yield (
-                start or 1,
-                None,
-                [("(file)", f"invalid UTF-8: byte offset {e.start} of a block (save the file as UTF-8)", "error")],
-            )
-            return
-    if buf: yield start, {"text": "".join(buf).strip()}, []
-
-def _table_records(path: Path, chunk: int = 10_000) -> Iterator[tuple[int, object, list]]:
-    import pandas as pd
-    n = 0
-    try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-            batches = (b.to_pylist() for b in pq.ParquetFile(path).iter_batches(batch_size=chunk))
-        else:
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            batches = (
-                df.to_dict("records")
-                for df in pd.read_csv(
-                    path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk, encoding="utf-8"
-                )
-            )
-        for rows in batches:
-            for row in rows:
-                n += 1
-                yield n, row, []
-    except Exception as e:  # pandas and pyarrow raise many types for a damaged file; each is a data problem here
-        msg = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        yield (
-            n + 1,
-            None,
-            [("(file)", f"unreadable table: {type(e).__name__}: {msg} (rows after {n} not read)", "error")],
-        )
-
-
-def _dataset_records(ds) -> Iterator[tuple[int, object, list]]:
-    for n, row in enumerate(ds, 1): yield n, row, []
-
-# %% ../nbs/01_data.ipynb #c9a57cc4
-def _pick_split(dd, split: str | None):
-    from datasets import DatasetDict
-    if not isinstance(dd, DatasetDict): return dd
-    name = split or ("train" if "train" in dd else next(iter(dd)))
-    if name not in dd:
-        raise DataError.about("(dataset)", f"missing split: {name!r} (have {', '.join(dd)})", "split")
-    return dd[name]
-
-def load_hub_dataset(name: str, split: str | None = None):
-    "A dataset from the Hugging Face Hub; a clear `DataError` when the Hub cannot be reached."
-    from datasets import load_dataset
-
-    if (
-        os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        or os.environ.get("HF_DATASETS_OFFLINE", "") == "1"
-    ):
-        raise DataError(
-            [
-                Problem(
-                    f"hub:{name}",
-                    0,
-                    "(hub)",
-                    "Hub unreachable: offline mode is on (HF_HUB_OFFLINE); download the data set and pass its file or "
-                    "folder",
-                )
-            ]
-        )
-    try: return _pick_split(load_dataset(name), split)
-    except DataError: raise
-    except Exception as e:
-        raise DataError(
-            [
-                Problem(
-                    f"hub:{name}",
-                    0,
-                    "(hub)",
-                    f"Hub unreachable or no such data set: {type(e).__name__}: {str(e)[:200]} "
-                    "(check the id and the network, or pass a local file)",
-                )
-            ]
-        ) from None
-
-def iter_records(data, split: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> tuple[str, Iterator]:
-    "(source name, iterator of (line, record or None, problems)) for any supported source."
-    from datasets import Dataset as _DS, DatasetDict
-    if isinstance(data, (_DS, DatasetDict)): return "(dataset)", _dataset_records(_pick_split(data, split))
-    if isinstance(data, list): return "(list)", _dataset_records(data)
-    if isinstance(data, str) and data.startswith("hub:"):
-        return data, _dataset_records(load_hub_dataset(data[4:], split))
-    path = resolve_data_path(data)
-    if isinstance(data, str) and not path.exists() and _HUB_ID.fullmatch(data):  # `owner/name`, as for models
-        try:
-            return data, _dataset_records(load_hub_dataset(data, split))
-        except DataError as e:
-            raise DataError.about(data, f"file not found, and as a Hub id: {e.problems[0].reason}") from None
-    if path.is_dir():
-        if not any((path/f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
-            raise DataError.about(path, "not a data set folder: expected a datasets `save_to_disk` folder")
-        from datasets import load_from_disk
-        return str(path), _dataset_records(_pick_split(load_from_disk(str(path)), split))
-    if not path.is_file():
-        raise DataError.about(path, "file not found: check the path, or use sample:NAME or hub:ID")
-    ext = path.suffix.lower()
-    if ext in (".csv", ".tsv", ".parquet"): return str(path), _table_records(path)
-    if ext == ".txt": return str(path), _text_records(path)
-    if ext == ".json":  # a JSON array (read whole: no streaming JSON parser is a dependency) or JSON lines
-        with open(path, "rb") as f: head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-        if head.startswith(b"["):
-            try:
-                rows = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError.about(path, f"invalid JSON: {e}") from None
-            return str(path), _dataset_records(rows)
-    return str(path), _jsonl_records(path, max_line_bytes)
+def to_chat(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[dict | None, list[Problem]]:
+    "One record of format `fmt` (None: detect) as a checked chat example (None: unusable), and its problems."
+    ex, probs = convert_record(obj, fmt, mapping)
+    if ex is not None: probs += check_example(ex, text=bool(ex.get("text")))
+    if ex is None or any(p.severity == "error" for p in probs): return None, probs
+    return ex | {"messages": [dict(m) for m in ex["messages"]]}, probs
 
 # %% ../nbs/01_data.ipynb #63f08e82
 def iter_examples(data, log: ProblemLog, fmt: str | None = None, mapping: dict | None = None,
@@ -420,16 +95,17 @@ def iter_examples(data, log: ProblemLog, fmt: str | None = None, mapping: dict |
     name, records = iter_records(data, split, max_line_bytes)
     # the first good record fixes the format, so a stray row of another shape is reported, not silently mixed in
     fixed = fmt
-    for n, obj, probs in records:
+    for n, obj, probs in records:  # the reader's problems are located already
         ex = None
         if obj is not None:
             ex, more = to_chat(obj, fixed, mapping)
-            probs = probs + more
+            probs = probs + [p.at(name, n) for p in more]
             if ex is not None and fixed is None: fixed = detect_format(_apply_mapping(obj, mapping))
-        for f, r, s in probs: log.add(Problem(name, n, f, r, s))
+        for p in probs: log.add(p)
         if ex is not None: yield n, ex
-        elif any(s == "error" for *_, s in probs): log.bad_rows += 1
+        elif any(p.severity == "error" for p in probs): log.bad_rows += 1
 
+# %% ../nbs/01_data.ipynb #13760092
 def load_examples(data,  # path, `sample:NAME`, Hub id, `datasets` object or list of records
                   strict: bool = True,  # raise `DataError` on any error; False: drop bad rows and report them
                   verbose: bool = True,  # print what lenient mode dropped
@@ -444,24 +120,11 @@ def load_examples(data,  # path, `sample:NAME`, Hub id, `datasets` object or lis
     if log.n_errors and strict: raise DataError(log.problems, log=log)
     if log.counts and verbose:
         print(f"dropped {log.bad_rows} bad row(s), kept {len(examples)}.\n{log.report(3)}")
-    if not examples:
-        raise DataError(
-            log.problems or [Problem(str(data), 0, "(file)", "no examples: the source is empty")],
-            log=log if log.counts else None,
-        )
+    if not examples and log.counts: raise DataError(log.problems, log=log)
+    if not examples: raise DataError.about(data, "no examples: the source is empty")
     return examples
 
-# %% ../nbs/01_data.ipynb #720dd2ea
-# Invisible characters that carry nothing: C0 controls except tab and newline (\r is `line_endings`' job), DEL, the
-# zero-width space, the word joiner and the byte-order mark. C1 controls (\x80-\x9f) stay: in real data they are
-# Windows-1252 punctuation (’ “ ” …) read as Latin-1, which deleting would lose; fix the file's encoding instead.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff]")
-_NEWLINE = re.compile(r"\r\n?")
-_SPACE = "[ \t\u00a0]"  # what the opt-in whitespace steps count as a space: space, tab, no-break space
-_LEAD, _TRAIL = re.compile(f"^{_SPACE}+", re.MULTILINE), re.compile(f"{_SPACE}+$", re.MULTILINE)
-_INNER = re.compile(rf"(?<=\S){_SPACE}+")  # after a line's first visible character: indentation is not touched
-_BLANKS = re.compile(rf"\n(?:{_SPACE}*\n){{2,}}")
-
+# %% ../nbs/01_data.ipynb #a8554046
 @dataclass
 class CleanOptions:
     "What `clean_text` does: the defaults only normalise what no reader can see; every other step is opt-in."
@@ -489,70 +152,27 @@ def clean_steps(default: bool | None = None) -> dict[str, str]:
     steps = [f for f in fields(CleanOptions) if isinstance(f.default, bool)]
     return {f.name: what[f.name] for f in steps if default in (None, f.default)}
 
-def _html(s: str) -> str:
-    from bs4 import BeautifulSoup
-    return html.unescape(BeautifulSoup(s, "html.parser").get_text()) if ("<" in s or "&" in s) else s
-
-@functools.cache
-def _stemmer():
-    from nltk.stem import PorterStemmer
-    return PorterStemmer()
-
-def _classic(s: str, o: CleanOptions) -> str:
-    if o.lowercase: s = s.lower()
-    if o.remove_punctuation: s = s.translate(str.maketrans("", "", string.punctuation))
-    if o.remove_stopwords or o.stem:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-        words = [w for w in s.split(" ") if not (o.remove_stopwords and w.lower() in ENGLISH_STOP_WORDS)]
-        s = " ".join(_stemmer().stem(w, to_lowercase=o.lowercase) if o.stem else w for w in words)
-    return s
+# %% ../nbs/01_data.ipynb #720dd2ea
+# Invisible characters that carry nothing: C0 controls except tab and newline (\r is `line_endings`' job), DEL, the
+# zero-width space, the word joiner and the byte-order mark. C1 controls (\x80-\x9f) stay: in real data they are
+# Windows-1252 punctuation (’ “ ” …) read as Latin-1, which deleting would lose; fix the file's encoding instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff]")
+_NEWLINE = re.compile(r"\r\n?")
 
 def clean_text(s: str, opts: CleanOptions = CleanOptions()) -> str:
     "`s` cleaned as `opts` says."
     o = opts
-    # HTML first (its entities may decode to anything), then words, characters, lines, and the message's ends last
-    if o.strip_html: s = _html(s)
-    s = _classic(s, o)
+    if o.strip_html: s = strip_html(s)
+    s = classic_steps(s, o)  # opt-in: lower-case, punctuation, stop words, stems
     if o.control: s = _CONTROL.sub("", s)
     if o.line_endings: s = _NEWLINE.sub("\n", s)
     if o.nfc: s = unicodedata.normalize("NFC", s)
-    if o.strip_lines: s = _LEAD.sub("", s)
-    if o.strip_lines or o.strip_line_ends: s = _TRAIL.sub("", s)
-    if o.collapse_spaces: s = _INNER.sub(" ", s)
-    if o.squeeze_blank_lines: s = _BLANKS.sub("\n\n", s)
+    s = whitespace_steps(s, o)  # opt-in: line ends, indentation, runs of spaces, blank lines
     if o.trim_start: s = s.lstrip()
     if o.trim_end: s = s.rstrip()
     return s
 
 # %% ../nbs/01_data.ipynb #d242ae6a
-_SHOWN = {" ": "·", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
-def visible(s: str) -> str:
-    "`s` with whitespace and invisible characters shown: `·` for a space, `\\n`, `\\t`, `\\r`, `\\uXXXX`."
-    def show(c):
-        if c in _SHOWN: return _SHOWN[c]
-        if c.isprintable() and not unicodedata.combining(c): return c
-        return f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
-    return "".join(map(show, s))
-
-def _around_change(a: str, b: str, width: int = 40) -> tuple[str, str]:
-    "The pieces of `a` and `b` around their first difference, about `width` characters each, made `visible`."
-    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    start = max(0, i - width // 3)
-    def cut(s):
-        return ("…" if start else "") + visible(s[start:start + width]) + ("…" if len(s) > start + width else "")
-    return cut(a), cut(b)
-
-@dataclass
-class CleaningEffect:
-    "What one step of `CleanOptions` changes in a list of examples."
-    option: str  # the step: a field of `CleanOptions`
-    on: bool  # whether the options looked at use it
-    changed: int  # examples that switching the step changes, the other options as they are
-    examples: int  # examples looked at
-    before: str = ""  # the first change: a short piece of the text without the step, made `visible`
-    after: str = ""  # the same piece with the step
-
 def cleaning_effects(examples: list[dict],  # chat examples
                      options: CleanOptions | None = None,  # the cleaning you plan to use; None: `CleanOptions()`
                      limit: int | None = None,  # look at this many examples, spread evenly over the list; None: all
@@ -654,6 +274,7 @@ class Duplicates:
             f"{len(self.clusters)} clusters; {len(self.keep)} to keep)"
         )
 
+# %% ../nbs/01_data.ipynb #8ba11ed9
 def _components(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -675,6 +296,7 @@ def near_pairs(sigs: list, threshold: float = 0.8, others: list | None = None) -
             if (others is not None or j > i) and (sim := m.jaccard(sigs[j])) >= threshold: out.append((i, j, sim))
     return out
 
+# %% ../nbs/01_data.ipynb #1a043a74
 def find_duplicates(
     examples: list[dict],
     threshold: float | None = 0.8,  # Jaccard similarity of word n-grams for near copies; None: exact only
@@ -751,6 +373,32 @@ def example_groups(examples: list[dict], duplicate_groups: list) -> list[int]:
     "The groups a split keeps whole: a near-duplicate cluster and the examples sharing a `group` key, joined."
     return _connected(duplicate_groups, [e.get("group") for e in examples])
 
+# %% ../nbs/01_data.ipynb #28c79c3c
+def _deal(members: dict, strata: dict, want: dict, rng: random.Random) -> dict[str, list[int]]:
+    "Whole groups to test / validation while they fit that split's quota of their label; the rest to train."
+    out = {"train": [], "validation": [], "test": []}
+    for s in sorted(strata):
+        gs = sorted(strata[s], key=lambda g: members[g][0])
+        rng.shuffle(gs)
+        left = {k: want[k][s] for k in want}
+        for g in gs:
+            k = next((k for k in ("test", "validation") if 0 < len(members[g]) <= left[k]), "train")
+            if k != "train": left[k] -= len(members[g])
+            out[k] += members[g]
+    return out
+
+def _fill_empty(out: dict, targets: dict, gid: list, members: dict, rng: random.Random) -> None:
+    "Groups larger than every label's share leave a split empty: deal it whole groups while that gets it closer."
+    for k, target in targets.items():
+        if out[k] or not target: continue
+        spare = sorted({gid[i] for i in out["train"]}, key=lambda g: members[g][0])
+        rng.shuffle(spare)
+        for g in spare:
+            if abs(target - len(out[k]) - len(members[g])) >= abs(target - len(out[k])): continue
+            out[k] += members[g]
+            out["train"] = [i for i in out["train"] if gid[i] != g]
+
+# %% ../nbs/01_data.ipynb #4a4d23f4
 def split_examples(
     examples: list[dict],
     val_size: float = 0.1,  # fraction (< 1) or count of validation examples
@@ -777,25 +425,8 @@ def split_examples(
     for g, m in members.items(): strata[labels[m[0]]].append(g)
     rng = random.Random(seed)
     sizes = {s: sum(len(members[g]) for g in gs) for s, gs in strata.items()}
-    want = {"test": _quotas(sizes, n_test), "validation": _quotas(sizes, n_val)}
-    out = {"train": [], "validation": [], "test": []}
-    for s in sorted(strata):
-        gs = sorted(strata[s], key=lambda g: members[g][0])
-        rng.shuffle(gs)
-        left = {k: want[k][s] for k in want}
-        for g in gs:
-            k = next((k for k in ("test", "validation") if 0 < len(members[g]) <= left[k]), "train")
-            if k != "train": left[k] -= len(members[g])
-            out[k] += members[g]
-    # groups larger than every label's share leave a split empty: deal it whole groups while that gets it closer
-    for k, target in (("test", n_test), ("validation", n_val)):
-        if out[k] or not target: continue
-        spare = sorted({gid[i] for i in out["train"]}, key=lambda g: members[g][0])
-        rng.shuffle(spare)
-        for g in spare:
-            if abs(target - len(out[k]) - len(members[g])) >= abs(target - len(out[k])): continue
-            out[k] += members[g]
-            out["train"] = [i for i in out["train"] if gid[i] != g]
+    out = _deal(members, strata, {"test": _quotas(sizes, n_test), "validation": _quotas(sizes, n_val)}, rng)
+    _fill_empty(out, {"test": n_test, "validation": n_val}, gid, members, rng)
     return {k: [examples[i] for i in sorted(v, key=lambda i: rng.random())] for k, v in out.items()}
 
 # %% ../nbs/01_data.ipynb #4bc42f7b
@@ -883,6 +514,7 @@ class PrepareStats:
     written: int = 0
     log: ProblemLog = field(default_factory=ProblemLog, repr=False)
 
+# %% ../nbs/01_data.ipynb #39049063
 def prepare_data(data,  # any source `load_examples` reads
                  out: str | Path | None = None,  # chat JSONL to write; None: only count
                  strict: bool = False,  # on any error, raise `DataError` and write nothing
@@ -893,10 +525,8 @@ def prepare_data(data,  # any source `load_examples` reads
                  max_line_bytes: int = MAX_LINE_BYTES,
                 ) -> PrepareStats:
     "Validate, clean and exact-dedup `data` in one streaming pass, writing chat JSONL to `out` (None: count only)."
-    stats, seen = (
-        PrepareStats(),
-        set(),
-    )  # 64-bit ints: about 60 bytes of memory per distinct row, whatever the row's size
+    # `seen` holds 64-bit ints: about 60 bytes of memory per distinct row, whatever the row's size
+    stats, seen = PrepareStats(), set()
 
     def rows():
         for _, ex in iter_examples(data, stats.log, fmt, mapping, max_line_bytes=max_line_bytes):
@@ -930,7 +560,6 @@ def _render(tok, messages, **kw) -> str:
         [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False, **kw
     )
 
-
 def assistant_spans(tok, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of its trained assistant turns, each through its end-of-turn
     token."""
@@ -950,6 +579,7 @@ def assistant_spans(tok, messages: list[dict]) -> tuple[str, list[tuple[int, int
         spans.append((len(before), end + len(eot) if end >= 0 else len(through)))
     return text, spans
 
+# %% ../nbs/01_data.ipynb #f1db1a46
 def encode_chat(tok, messages: list[dict], max_seq_len: int = 512, text: bool = False, truncate: bool = True) -> dict:
     "Token ids of a conversation, with labels equal to the ids on trained assistant tokens and -100 elsewhere."
     if text:  # continued pre-training: the raw text and an end-of-text token, all trained
@@ -994,19 +624,11 @@ def tokenize_examples(tok, examples: list[dict], max_seq_len: int = 512, verbose
             f"dropped {len(rows) - len(kept)} example(s) with no assistant token left within max_seq_len={max_seq_len}"
         )
     if not kept:
-        raise DataError(
-            [
-                Problem(
-                    "(tokenize)",
-                    0,
-                    "max_seq_len",
-                    f"no supervised tokens: no example keeps an assistant token within {max_seq_len} tokens; raise "
-                    "max_seq_len",
-                )
-            ]
-        )
+        raise DataError.about("(tokenize)", f"no supervised tokens: no example keeps an assistant token within "
+                              f"{max_seq_len} tokens; raise max_seq_len", "max_seq_len")
     return Dataset.from_list(kept)
 
+# %% ../nbs/01_data.ipynb #1d4ba008
 @dataclass
 class ChatCollator:
     "Pads a batch on the right; padding is masked by position (pad id == end-of-turn id in SmolLM2)."

@@ -23,17 +23,16 @@ from .config import FinetuneConfig, load_config, smoke_cap
 from .data import ChatCollator, DataError, load_examples, tokenize_examples
 from .model import generate_replies, load_model
 from .train import RunDir, RunError, load_run, plot_losses, read_metrics, run_base_model
+from .eval_report import (PRIMARY, _ORDER, EvalError, EvalReport, base_model_of, eval_inputs, other_splits,
+                                      pair_samples, save_report, split_file)
 
 # %% auto #0
-__all__ = ['INVALID', 'METRICS', 'TASKS', 'PRIMARY', 'EvalError', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch',
-           'TokenAccuracy', 'Perplexity', 'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task',
-           'answer_loss', 'text_perplexity', 'generate_answers', 'score_answers', 'diagnose_fit', 'EvalReport',
-           'plot_report', 'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline']
+__all__ = ['INVALID', 'METRICS', 'TASKS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy', 'Perplexity',
+           'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task', 'answer_loss', 'text_perplexity',
+           'generate_answers', 'score_answers', 'diagnose_fit', 'plot_report', 'evaluate_model', 'evaluate_run',
+           'token_losses', 'few_shot', 'tfidf_baseline']
 
 # %% ../nbs/04_evaluate.ipynb #8705d62c
-class EvalError(FinetuneKitError):
-    "An evaluation was asked for something the run or the data cannot give."
-
 _strip = str.maketrans("", "", string.punctuation)
 
 def normalize_answer(s: str) -> str:
@@ -45,6 +44,7 @@ def _info(description: str, features, inputs: str, **kw) -> evaluate.MetricInfo:
 
 _S, _I, _F = datasets.Value("string"), datasets.Value("int64"), datasets.Value("float64")
 
+# %% ../nbs/04_evaluate.ipynb #aa07b052
 class SacreBleu(evaluate.Metric):
     "Corpus BLEU (0-100) from sacrebleu, with its signature; one or several references per prediction."
     def _info(self):
@@ -66,7 +66,7 @@ class SacreBleu(evaluate.Metric):
             "signature": str(bleu.get_signature()),
         }
 
-
+# %% ../nbs/04_evaluate.ipynb #dcbc6c3f
 class Rouge(evaluate.Metric):
     "Mean ROUGE-1/2/L F-measure (0-1) from rouge-score, Porter-stemmed."
     def _info(self):
@@ -98,7 +98,7 @@ class ExactMatch(evaluate.Metric):
             )
         }
 
-
+# %% ../nbs/04_evaluate.ipynb #f01760af
 class TokenAccuracy(evaluate.Metric):
     "Share of supervised tokens whose most likely prediction is the reference token; -100 references are skipped."
     def _info(self):
@@ -289,82 +289,6 @@ def diagnose_fit(curve: list[dict], losses: dict[str, float], base_loss: float |
         )
     return {"losses": losses, "base_loss": base_loss, "warnings": warnings, "notes": notes}
 
-# %% ../nbs/04_evaluate.ipynb #e91e93e1
-PRIMARY = {"label": "accuracy", "exact": "exact_match", "text": "rougeL"}
-_ORDER = ["accuracy", "macro_f1", "micro_f1", "invalid_rate", "bleu", "rouge1", "rouge2", "rougeL", "exact_match",
-          "loss", "perplexity", "token_accuracy", "examples_per_s"]
-
-@dataclass
-class EvalReport:
-    "Metrics of the base and the fine-tuned model on one split, with example outputs and a fit diagnosis."
-    run: str
-    split: str
-    n: int
-    task: str
-    labels: list[str] | None
-    base: dict
-    finetuned: dict
-    samples: list[dict] = field(default_factory=list)
-    fit: dict = field(default_factory=dict)
-
-    def metrics(self) -> list[str]:
-        "Names of the numeric metrics both models have, in reading order."
-        return [k for k in _ORDER if isinstance(self.base.get(k), (int, float)) and k in self.finetuned]
-
-    def table(self) -> str:
-        "The metrics side by side, as a Markdown table."
-        rows = ["| metric | base | fine-tuned |", "|---|---:|---:|"]
-        return "\n".join(rows + [f"| {k} | {self.base[k]:.4g} | {self.finetuned[k]:.4g} |" for k in self.metrics()])
-
-    def verdict(self) -> str:
-        "One line: better or worse, on the task's main metric and the ones beside it."
-        k = PRIMARY[self.task]
-        b, f = self.base[k], self.finetuned[k]
-        word = "better" if f > b else "worse" if f < b else "no different"
-        on = f"for the base model on {self.n} {self.split} examples"
-        if self.task == "label":
-            s = (
-                f"accuracy {f:.1%} vs {b:.1%} {on} (macro-F1 {self.finetuned['macro_f1']:.2f} vs "
-                f"{self.base['macro_f1']:.2f}, "
-                f"invalid answers {self.finetuned['invalid_rate']:.0%} vs {self.base['invalid_rate']:.0%})"
-            )
-        elif self.task == "exact": s = f"exact match {f:.1%} vs {b:.1%} {on}"
-        else: s = f"ROUGE-L {f:.3f} vs {b:.3f} and BLEU {self.finetuned['bleu']:.1f} vs {self.base['bleu']:.1f} {on}"
-        warn = "".join(f"; {w.split(':')[0]}?" for w in self.fit.get("warnings", [])[:1])
-        return f"fine-tuned is {word}: {s}{warn}"
-
-    def to_markdown(self, n_samples: int = 10) -> str:
-        "The whole report as Markdown: verdict, metrics, fit diagnosis, examples side by side."
-        cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")[:120]
-        ex = ["| prompt | reference | base | fine-tuned |", "|---|---|---|---|"]
-        ex += [
-            f"| {cell(s['prompt'])} | {cell(s['reference'])} | {cell(s['base'])} | {cell(s['finetuned'])} |"
-            for s in self.samples[:n_samples]
-        ]
-        fit = [f"- **warning**: {w}" for w in self.fit.get("warnings", [])] + [
-            f"- {x}" for x in self.fit.get("notes", [])
-        ]
-        losses = ", ".join(f"{k} {v:.4g}" for k, v in self.fit.get("losses", {}).items())
-        about = f"task: {self.task}" + (f" (labels: {', '.join(self.labels)})" if self.labels else "")
-        if "bleu_signature" in self.finetuned: about += f"; BLEU: sacrebleu {self.finetuned['bleu_signature']}"
-        return (f"# Evaluation of {self.run} ({self.split})\n\n{self.verdict()}\n\n{self.table()}\n\n{about}\n\n"
-                f"## Fit\n\nfine-tuned loss: {losses or 'n/a'}\n\n" + ("\n".join(fit) or "no warnings") +
-                f"\n\n![loss and metrics](eval_{self.split}.png)\n\n## Examples\n\n" + "\n".join(ex) + "\n")
-
-    def _repr_html_(self) -> str:
-        import html
-        import pandas as pd
-
-        table = pd.DataFrame(
-            {"base": [self.base[k] for k in self.metrics()], "fine-tuned": [self.finetuned[k] for k in self.metrics()]},
-            index=self.metrics(),
-        ).to_html(float_format="{:.4g}".format)
-        warn = "".join(f"<p><b>warning</b>: {html.escape(w)}</p>" for w in self.fit.get("warnings", []))
-        samples = pd.DataFrame(self.samples[:5]).to_html(index=False) if self.samples else ""
-        return (
-            f"<h4>{html.escape(self.run)} ({self.split})</h4><p>{html.escape(self.verdict())}</p>{table}{warn}{samples}"
-        )
-
 # %% ../nbs/04_evaluate.ipynb #1659d656
 def plot_report(report: EvalReport, run_dir: str | Path | None = None, path: str | Path | None = None):
     """Loss curves (when `run_dir` is given), metrics base vs fine-tuned and, for labels, the confusion matrix; saved to
@@ -377,23 +301,7 @@ def plot_report(report: EvalReport, run_dir: str | Path | None = None, path: str
     axs = dict(zip(panels, axs[0]))
     if curve: plot_losses(run_dir, axs["loss"])
     # only the metrics on a 0-1 scale share an axis; BLEU (0-100) is scaled to it
-    names = [
-        k
-        for k in report.metrics()
-        if k
-        in (
-            "accuracy",
-            "macro_f1",
-            "micro_f1",
-            "invalid_rate",
-            "bleu",
-            "rouge1",
-            "rouge2",
-            "rougeL",
-            "exact_match",
-            "token_accuracy",
-        )
-    ]
+    names = [k for k in report.metrics() if k not in ("loss", "perplexity", "examples_per_s")]
     scale = lambda k, d: d[k] / 100 if k == "bleu" else d[k]
     x = range(len(names))
     ax = axs["metrics"]
@@ -407,8 +315,7 @@ def plot_report(report: EvalReport, run_dir: str | Path | None = None, path: str
         pred = [parse_label(s["finetuned"], report.labels) or INVALID for s in report.samples]
         ref = [parse_label(s["reference"], report.labels) or INVALID for s in report.samples]
         ConfusionMatrixDisplay(confusion_matrix(ref, pred, labels=labels), display_labels=labels).plot(
-            ax=axs["confusion"], colorbar=False, xticks_rotation=45
-        )
+            ax=axs["confusion"], colorbar=False, xticks_rotation=45)
         axs["confusion"].set_title("fine-tuned: reference vs answer")
     fig.tight_layout()
     if path: fig.savefig(path, dpi=80)
@@ -424,84 +331,43 @@ def evaluate_model(model, tok, examples: list[dict], task: Task, max_seq_len: in
     )
     return m | {"examples_per_s": speed}, preds
 
-def _split(run_dir: Path, split: str) -> Path:
-    path = RunDir(run_dir).split(split)
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no {split} split (looked for {path}); the splits are train, validation and test")
-    return path
-
 def _check_references(examples: list[dict], task: Task, path: Path):
     if task.kind != "label": return
-    bad = [
-        (i + 1, e["messages"][-1]["content"])
-        for i, e in enumerate(examples)
-        if parse_label(e["messages"][-1]["content"], task.labels) is None
-    ]
-    if bad:
-        where = "\n".join(f"  {path}:{i}: {a[:80]!r}" for i, a in bad[:5]) + (
-            f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
-        )
-        raise EvalError(f"{len(bad)} reference answer(s) name none of the labels {task.labels}:\n{where}\n"
-                        "Fix: pass labels= that include them, or task='exact' or task='text'.")
+    answers = [e["messages"][-1]["content"] for e in examples]
+    bad = [(i + 1, a) for i, a in enumerate(answers) if parse_label(a, task.labels) is None]
+    if not bad: return
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise EvalError(f"{len(bad)} reference answer(s) name none of the labels {task.labels}:\n"
+                    + "\n".join(f"  {path}:{i}: {a[:80]!r}" for i, a in bad[:5]) + more
+                    + "\nFix: pass labels= that include them, or task='exact' or task='text'.")
 
+# %% ../nbs/04_evaluate.ipynb #415dadb3
 def evaluate_run(run_dir: str | Path, split: str = "test", max_examples: int | None = None, progress: bool = True,
                  task: str = "auto", labels: list[str] | None = None, batch_size: int | None = None,
                  max_new_tokens: int | None = None) -> EvalReport:
     "Evaluate base and fine-tuned model of a run on its held-out `split`; writes eval_<split>.json/.md/.png to the run."
-    run = RunDir(run_dir).require()
-    run_dir = run.path
-    if max_examples is not None and max_examples < 1:
-        raise EvalError(f"max_examples={max_examples}: give a positive number, or None for all")
-    if batch_size is not None and batch_size < 1: raise EvalError(f"batch_size={batch_size}: give a positive number")
     # everything that can fail on user input fails here, before the model loads
-    cfg, path = load_config(run.config), _split(run_dir, split)
-    limit = max_examples or cfg.max_eval_examples
-    if cap := smoke_cap("max_eval_examples"): limit = min(limit or cap, cap)
-    examples = load_examples(path, verbose=False)[:limit]
-    train_answers = [e["messages"][-1]["content"] for e in load_examples(_split(run_dir, "train"), verbose=False)]
+    run, cfg, examples, train_answers = eval_inputs(run_dir, split, max_examples, batch_size)
     # the config's `task` and `labels`, where the config has them, are the defaults of the arguments
-    task = task if task != "auto" else getattr(cfg, "task", None) or "auto"
-    labels = labels if labels is not None else getattr(cfg, "labels", None)
-    t = infer_task(train_answers, task, labels)
-    _check_references(examples, t, path)
-    cfg, model, tok = load_run(run_dir)
+    t = infer_task(train_answers, task if task != "auto" else getattr(cfg, "task", None) or "auto",
+                   labels if labels is not None else getattr(cfg, "labels", None))
+    _check_references(examples, t, run.split(split))
+    cfg, model, tok = load_run(run.path)
     if progress:
-        print(
-            f"task: {t.kind}"
-            + (f", labels {t.labels}" if t.labels else "")
-            + ("" if task != "auto" or labels else " (inferred from the training answers)"),
-            file=sys.stderr,
-        )
-    kw = dict(
-        max_seq_len=cfg.max_seq_len,
-        batch_size=batch_size or cfg.eval_batch_size,
-        max_new_tokens=max_new_tokens or cfg.max_new_tokens,
-        progress=progress,
-    )
+        print(f"task: {t.kind}" + (f", labels {t.labels}" if t.labels else "")
+              + ("" if task != "auto" or labels else " (inferred from the training answers)"), file=sys.stderr)
+    kw = dict(max_seq_len=cfg.max_seq_len, batch_size=batch_size or cfg.eval_batch_size,
+              max_new_tokens=max_new_tokens or cfg.max_new_tokens, progress=progress)
     ft, ft_preds = evaluate_model(model, tok, examples, t, label="fine-tuned", **kw)
-    if hasattr(model, "disable_adapter"):  # LoRA-type run: the base model is the same model with the adapter off
-        with model.disable_adapter(): base, base_preds = evaluate_model(model, tok, examples, t, label="base", **kw)
-    else:  # a `freeze` or `full` run changed the weights themselves: load the base model beside it
-        base_model = load_model(str(run_base_model(run_dir)), next(model.parameters()).device.type)[0].eval()
+    with base_model_of(model, run.path) as base_model:  # a LoRA run: the same model with its adapter off
         base, base_preds = evaluate_model(base_model, tok, examples, t, label="base", **kw)
-        del base_model
     # as many training and validation examples, scored by loss only: cheap, and enough to see a gap
-    losses = {}
-    for other in ("train", "validation"):
-        if other == split: continue
-        try: rows = load_examples(run.split(other), verbose=False)[:len(examples)]
-        except DataError: continue  # a run trained with val_size=0 has no validation examples
-        if rows: losses[other] = answer_loss(model, tok, rows, cfg.max_seq_len, kw["batch_size"])["loss"]
-    losses[split] = ft["loss"]
-    samples = [dict(prompt=e["messages"][-2]["content"], reference=e["messages"][-1]["content"], base=b, finetuned=f)
-               for e, b, f in zip(examples, base_preds, ft_preds)]
-    report = EvalReport(run_dir.name, split, len(examples), t.kind, t.labels, base, ft, samples,
-                        diagnose_fit(read_metrics(run_dir), losses, base["loss"], split))
-    run.evaluation(split).write_text(json.dumps(asdict(report), indent=2))
-    run.evaluation(split, ".md").write_text(report.to_markdown())
-    import matplotlib.pyplot as plt
-    plt.close(plot_report(report, run_dir, run.evaluation(split, ".png")))
-    return report
+    losses = {k: answer_loss(model, tok, rows, cfg.max_seq_len, kw["batch_size"])["loss"]
+              for k, rows in other_splits(run, split, len(examples)).items()} | {split: ft["loss"]}
+    fit = diagnose_fit(read_metrics(run.path), losses, base["loss"], split)
+    report = EvalReport(run.path.name, split, len(examples), t.kind, t.labels, base, ft,
+                        pair_samples(examples, base_preds, ft_preds), fit)
+    return save_report(report, run.path, plot_report)
 
 # %% ../nbs/04_evaluate.ipynb #1ea8e3eb
 def token_losses(model, tok, examples: list[dict], max_seq_len: int = 512):

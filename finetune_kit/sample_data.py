@@ -1,4 +1,4 @@
-"""A bundled data set, support tickets routed to a team, small enough to fine-tune on a laptop CPU in minutes.
+"""Bundled data sets, small enough to fine-tune on a laptop CPU in minutes: tickets routed to a team, or titled.
 
 Docs: https://finetune-kit.github.io/finetune_kit/api/sample_data.html.md"""
 
@@ -12,7 +12,8 @@ from pathlib import Path
 from .core import atomic_open
 
 # %% auto #0
-__all__ = ['TEAMS', 'SYSTEM_PROMPT', 'SAMPLES_DIR', 'make_ticket', 'make_support_tickets', 'sample_path', 'write_jsonl']
+__all__ = ['TEAMS', 'SYSTEM_PROMPT', 'SAMPLES_DIR', 'TITLE_PROMPT', 'make_ticket', 'make_support_tickets', 'sample_path',
+           'write_jsonl', 'make_title_ticket', 'make_ticket_titles']
 
 # %% ../nbs/api/02_sample_data.ipynb #2469949f
 TEAMS = ("billing", "shipping", "technical", "account", "returns")
@@ -126,8 +127,8 @@ _NAMES = ["Ana", "Ben", "Chen", "Dana", "Emeka", "Farah", "Gus", "Hana", "Ivan",
 _DAYS = ["on Monday", "yesterday", "last Friday", "three days ago", "on the 12th", "this morning"]
 
 # %% ../nbs/api/02_sample_data.ipynb #916882bc
-def make_ticket(rng: random.Random, team: str) -> dict:
-    "One chat example: the routing system prompt, a generated ticket for `team`, and `team` as the answer."
+def _ticket_text(rng: random.Random, team: str) -> tuple[str, int, dict]:
+    "A generated ticket for `team`: its text, the index of its request template and the values filled into the request."
     fill = dict(p=rng.choice(_PRODUCTS), n=rng.randint(10000, 99999), d=rng.choice(_DAYS),
                 a=f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}", name=rng.choice(_NAMES))
     k = rng.randrange(len(_ISSUES[team]))  # the same draw as rng.choice: the tickets stay as they were
@@ -136,10 +137,15 @@ def make_ticket(rng: random.Random, team: str) -> dict:
     if opener.endswith(", ") and not request.startswith("I "): request = request[0].lower() + request[1:]
     else: request = request[0].upper() + request[1:]
     if not request.endswith("?"): request += rng.choice([".", ".", "!"])
-    fill["p"] = rng.choice(_PRODUCTS)
-    text = opener + request + rng.choice(_DETAILS).format(**fill) + rng.choice(_SIGNOFFS).format(**fill)
+    details = dict(fill, p=rng.choice(_PRODUCTS))  # a detail may name another product than the request's
+    text = opener + request + rng.choice(_DETAILS).format(**details) + rng.choice(_SIGNOFFS).format(**details)
+    return text.strip(), k, fill
+
+def make_ticket(rng: random.Random, team: str) -> dict:
+    "One chat example: the routing system prompt, a generated ticket for `team`, and `team` as the answer."
+    text, k, _ = _ticket_text(rng, team)
     return {"messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                         {"role": "user", "content": text.strip()},
+                         {"role": "user", "content": text},
                          {"role": "assistant", "content": team}],
             "group": f"{team}-{k:02d}"}  # the request template: `split_examples` keeps a template in one split
 
@@ -162,3 +168,98 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     with atomic_open(path) as f:
         for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return Path(path)
+
+# %% ../nbs/api/02_sample_data.ipynb #566282c2
+TITLE_PROMPT = ("You triage customer support tickets. Reply with a one-line title for the ticket that names "
+                "its problem and the order, product or amount it mentions.")
+# one entry per request template of `_ISSUES`, in the same order; "|" separates phrasings of the same title
+_TITLES = {
+    "billing": [
+        "Charged twice for {p}|Double charge for {p}",
+        "Card billed {a}, more than the order total|Overcharged: billed {a}",
+        "Wrong VAT on the invoice for order #{n}|Invoice VAT error on order #{n}",
+        "Unrecognised charge of {a}|Unknown charge of {a} on the card",
+        "Promo code not applied to {p}|Full price paid for {p}, promo code ignored",
+        "Invoice copy requested for order #{n}|Needs the invoice for order #{n}",
+        "Subscription renewed at {a} instead of the discount|Renewal charged at full price, {a}",
+        "Refund for order #{n} not received|Missing refund for order #{n}",
+        "Question about a fee of {a}|Unexplained fee of {a}",
+        "Change of payment method for the next bill|Wants to change the payment method",
+        "Price drop refund for {p}|Price fell after buying {p}, wants the difference",
+        "Pending payment of {a} never cleared|Stuck pending payment of {a}",
+    ],
+    "shipping": [
+        "{P} not delivered, due {d}|Late delivery of {p}, due {d}",
+        "Tracking number for order #{n} not working|Broken tracking for order #{n}",
+        "{P} marked delivered but not received|Missing parcel: {p} shown as delivered",
+        "Delivery address change for order #{n}|New delivery address for order #{n}",
+        "Parcel stuck in customs|Package held in customs",
+        "Order #{n} in transit for a week|Order #{n} stuck in transit",
+        "{P} left outside in the rain|Driver left {p} out in the rain",
+        "Express delivery time question|How long express delivery takes",
+        "Only half of order #{n} arrived|Order #{n} partly delivered",
+        "Missed delivery slot {d}|Delivery slot {d} missed without a call",
+        "Ship {p} to a pick-up point|Pick-up point delivery for {p}",
+        "Package sent to the old address|Parcel delivered to an old address",
+    ],
+    "technical": [
+        "{P} will not turn on after the update|{P} dead after an update",
+        "App crashes on the order history|Order history crash in the app",
+        "Bluetooth pairing fails for {p}|Cannot pair {p} over Bluetooth",
+        "Error 500 at checkout|Checkout fails with error 500",
+        "{P} keeps dropping wifi|Wifi disconnects on {p}",
+        "Firmware update failed on {p}|{P} firmware update stopped halfway",
+        "Battery drain on {p}|{P} battery empty in an hour",
+        "App frozen on the loading screen|App stuck loading",
+        "{P} buzzes loudly on start|Buzzing noise from {p}",
+        "Flickering screen on {p}|{P} screen flickers",
+        "Setup guide does not match {p}|Wrong setup guide for {p}",
+        "Logged out when adding {p} to the cart|Session ends on adding {p} to the cart",
+    ],
+    "account": [
+        "Cannot log in, password rejected|Login fails with a wrong password error",
+        "Account and data deletion request|Delete the account and its data",
+        "Change the account email address|Email address change on the account",
+        "Password reset email not received|No password reset email",
+        "Possible unauthorised account access|Account may be compromised",
+        "Turn off two-factor authentication|Disable two-factor authentication",
+        "Account locked after three attempts|Locked out after failed logins",
+        "Merge two accounts into one|Two accounts to merge",
+        "Stop the marketing emails|Unsubscribe from marketing emails",
+        "Update the phone number in the profile|Phone number change in the profile",
+        "Loyalty points missing from the account|Lost loyalty points",
+        "Personal data download request|Wants a copy of the personal data",
+    ],
+    "returns": [
+        "Return {p}, too small|{P} too small, return wanted",
+        "{P} arrived broken, return wanted|Broken {p} to send back",
+        "Return label for order #{n}|Needs a return label for order #{n}",
+        "Wrong colour of {p}, exchange wanted|Exchange {p} sent in the wrong colour",
+        "Change of mind on {p}, return window question|Is {p} still within the return window?",
+        "Faulty {p}, swap for a new one|Replace faulty {p}",
+        "Returned {p} not confirmed by the warehouse|Has the warehouse received the returned {p}?",
+        "Partial return of order #{n}|Return part of order #{n}",
+        "Drop-off point refused the return|Return parcel refused at drop-off",
+        "{P} does not fit, bigger size wanted|Exchange {p} for a bigger size",
+        "Unordered {p} received, return wanted|Send back {p} that was never ordered",
+        "Exchange for {p} not shipped|Replacement {p} not sent yet",
+    ],
+}
+_TITLE_FRAMES = ["{t}", "{t}", "{Team}: {t}", "{t} ({team})", "[{team}] {t}"]
+
+
+# %% ../nbs/api/02_sample_data.ipynb #52e269af
+def make_title_ticket(rng: random.Random, team: str) -> dict:
+    "One chat example: the title system prompt, a generated ticket for `team`, and its one-line title as the answer."
+    text, k, fill = _ticket_text(rng, team)
+    title = rng.choice(_TITLES[team][k].split("|")).format(**fill, P=fill["p"][0].upper() + fill["p"][1:])
+    title = rng.choice(_TITLE_FRAMES).format(t=title[0].upper() + title[1:], team=team, Team=team.title())
+    return {"messages": [{"role": "system", "content": TITLE_PROMPT},
+                         {"role": "user", "content": text},
+                         {"role": "assistant", "content": title}],
+            "group": f"{team}-{k:02d}"}  # as for the tickets: a request template stays in one split
+
+def make_ticket_titles(n: int = 600, seed: int = 0) -> list[dict]:
+    "`n` generated tickets with a one-line title as the answer, the teams in equal shares, fixed for a given `seed`."
+    rng = random.Random(seed)
+    return [make_title_ticket(rng, TEAMS[i % len(TEAMS)]) for i in range(n)]

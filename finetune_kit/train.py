@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #94a0f2ca
 from __future__ import annotations
-import contextlib, json, os, shutil, time
+import contextlib, hashlib, json, os, shutil, time
 from datetime import datetime
 from pathlib import Path
 
@@ -33,99 +33,17 @@ from finetune_kit.model import (
 )
 from .sample_data import write_jsonl
 from .speed import SupervisedHead, speed_setup, supervised_loss
+# the run folder's bookkeeping (layout, checkpoints, metrics, summary, plots, table of runs): a reference notebook
+from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, RunDir, RunError,
+                               TrainingBar, TrainingDiverged, checkpoint_step, compare_runs, latest_checkpoint,
+                               list_runs, mark_complete, new_run_dir, plot_losses, read_metrics, run_base_description,
+                               run_base_model, write_run_files, write_summary)
 
 # %% auto #0
-__all__ = ['COMPLETE', 'BASE_MODEL', 'SHOWN_LOGS', 'COURSE_RUN', 'RunError', 'TrainingDiverged', 'checkpoint_step', 'RunDir',
-           'latest_checkpoint', 'new_run_dir', 'MetricsLogger', 'read_metrics', 'argmax_logits', 'token_accuracy',
-           'plot_losses', 'FinetuneTrainer', 'LivePlot', 'training_arguments', 'TrainingBar', 'make_trainer',
-           'clean_options', 'train', 'resume_run', 'run_base_model', 'run_base_description', 'course_config',
-           'course_run', 'load_run', 'list_runs', 'compare_runs']
-
-# %% ../nbs/03_train.ipynb #b2fa9721
-class RunError(FinetuneKitError):
-    "A run folder is missing, incomplete, or would be overwritten."
-
-class TrainingDiverged(FinetuneKitError):
-    "The loss became NaN or infinite: training stopped at the step named in the message."
-
-COMPLETE = "finetune_kit_complete"  # the marker written into a checkpoint folder once everything in it is on disk
-BASE_MODEL = "base_model.json"  # the run's record of its base model: see `model_source`
-
-def checkpoint_step(path: str | Path) -> int:
-    "The training step a `checkpoint-N` folder was saved at."
-    return int(Path(path).name.rsplit("-", 1)[1])
-
-class RunDir:
-    "The layout of one run folder (the table above): every stage finds a run's files through this, never by name."
-    def __init__(self, path: str | Path): self.path = Path(path)
-    def __repr__(self): return f"RunDir({str(self.path)!r})"
-    def __fspath__(self): return str(self.path)
-    config = property(lambda self: self.path/"config.yaml", doc="the settings as given")
-    hyperparameters = property(lambda self: self.path/"hyperparameters.json", doc="`auto` values as chosen")
-    base_model = property(lambda self: self.path/BASE_MODEL, doc="where the base weights came from, with a checksum")
-    data_report = property(lambda self: self.path/"data_report.json", doc="the split's sizes")
-    metrics = property(lambda self: self.path/"metrics.jsonl", doc="one line per Trainer log")
-    summary = property(lambda self: self.path/"summary.json", doc="written last: the run finished")
-    checkpoints = property(lambda self: self.path/"checkpoints", doc="the Trainer's `checkpoint-N` folders")
-    adapter = property(lambda self: self.path/"adapter", doc="final LoRA/DoRA adapter and tokenizer")
-    model = property(lambda self: self.path/"model", doc="final whole model (`freeze`, `full`) and tokenizer")
-    loss_plot = property(lambda self: self.path/"loss.png", doc="the loss curves")
-    is_run = property(lambda self: self.config.is_file(), doc="whether the folder is a run folder")
-
-    def evaluation(self, split: str, suffix: str = ".json") -> Path:
-        "The evaluation report on a split (`.json`, `.md` or `.png`), written by `evaluate_run`."
-        return self.path/f"eval_{split}{suffix}"
-
-    def split(self, name: str) -> Path:
-        "The file of a data split: `train`, `validation` or `test`."
-        return self.path/"data"/f"{name}.jsonl"
-
-    def final(self, strategy: str) -> Path:
-        "Where the final weights of a `strategy` go: the adapter for LoRA-like strategies, else the whole model."
-        return self.adapter if strategy in ("lora", "dora", "qlora") else self.model
-
-    def require(self) -> RunDir:
-        "This run folder, or a `RunError` if `path` is not one."
-        if not self.is_run: raise RunError(f"{self.path} is not a run folder (no config.yaml)")
-        return self
-
-    def done_checkpoints(self) -> list[Path]:
-        "The complete checkpoints, oldest first (folders without the completion marker are skipped)."
-        done = [p for p in self.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p/COMPLETE).is_file()]
-        return sorted(done, key=checkpoint_step)
-
-    def latest_checkpoint(self) -> Path | None:
-        "The newest complete checkpoint, or None."
-        return (self.done_checkpoints() or [None])[-1]
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    "The newest complete checkpoint of a run (folders without the completion marker are skipped)."
-    return RunDir(run_dir).latest_checkpoint()
-
-def new_run_dir(cfg: FinetuneConfig) -> Path:
-    "The run folder for `cfg` (a timestamp name when `cfg.run_name` is unset); refuses one that holds files."
-    d = Path(cfg.runs_dir)/(cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if d.exists() and any(d.iterdir()):
-        raise RunError(f"run folder {d} already exists; choose another run_name, or continue it with resume")
-    return d
+__all__ = ['COURSE_RUN', 'argmax_logits', 'token_accuracy', 'FinetuneTrainer', 'training_arguments', 'make_trainer',
+           'clean_options', 'train', 'resume_run', 'course_config', 'course_run', 'load_run']
 
 # %% ../nbs/03_train.ipynb #6b75cab9
-class MetricsLogger(TrainerCallback):
-    "Appends every Trainer log (loss, learning rate, eval loss, ...) to `metrics.jsonl` in the run folder."
-    def __init__(self, path: Path): self.path = Path(path)
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not logs or not state.is_world_process_zero: return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    "The metrics logged during a run, one dict per log line; a line torn by a crash in mid-write is skipped."
-    p, rows = RunDir(run_dir).metrics, []
-    for line in (p.read_text(encoding="utf-8").splitlines() if p.exists() else []):
-        with contextlib.suppress(json.JSONDecodeError):
-            if line.strip(): rows.append(json.loads(line))
-    return rows
-
 def argmax_logits(logits, labels):
     "Keep only the predicted token ids of an evaluation batch."
     return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
@@ -136,58 +54,27 @@ def token_accuracy(pred) -> dict:
     mask = labels != -100
     return {"token_accuracy": float((preds[mask] == labels[mask]).mean()) if mask.any() else 0.0}
 
-# %% ../nbs/03_train.ipynb #a088983e
-def plot_losses(run_dir: str | Path, ax=None, label: str | None = None):
-    "Plot training and validation loss of a run from its `metrics.jsonl`; saves `loss.png` in the run folder."
-    import matplotlib.pyplot as plt
-    m = read_metrics(run_dir)
-    fig, ax = (None, ax) if ax else plt.subplots(figsize=(6, 3))
-    name = label or Path(run_dir).name
-    tr = [(r["step"], r["loss"]) for r in m if "loss" in r]
-    ev = [(r["step"], r["eval_loss"]) for r in m if "eval_loss" in r]
-    if tr: ax.plot(*zip(*tr), label=f"{name} train")
-    if ev: ax.plot(*zip(*ev), "o--", label=f"{name} validation")
-    ax.set(xlabel="step", ylabel="loss", yscale="log")
-    ax.legend()
-    if fig:
-        fig.tight_layout()
-        fig.savefig(RunDir(run_dir).loss_plot, dpi=80)
-        plt.close(fig)
-    return ax
-
 # %% ../nbs/03_train.ipynb #94b65314
 class FinetuneTrainer(Trainer):
-    """The HF Trainer with a stop on a non-finite loss, checkpoints marked complete once fully written, and the fast
-    loss."""
-
+    "The HF Trainer, stopping on a non-finite loss, marking checkpoints complete, and with the fast loss."
     def __init__(self, *args, supervised_head: SupervisedHead | None = None, **kw):
         super().__init__(*args, **kw)
         self.supervised_head, self._tacc = supervised_head, torch.zeros(2)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """With a `supervised_head`: the loss (and the predicted tokens) at supervised positions only; else the
-        Trainer's own."""
+        "With a `supervised_head`: the loss and predicted tokens at supervised positions only; else the Trainer's own."
         if self.supervised_head is None: return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, pos, pred, targets = supervised_loss(model, inputs, self.supervised_head, num_items_in_batch)
         self.loss_is_scaled_for_ga = num_items_in_batch is not None  # divided by the whole accumulated batch's tokens
-        if (
-            self.loss_is_scaled_for_ga
-            and self.args.average_tokens_across_devices
-            and self.accelerator.num_processes > 1
-        ):
-            loss = (
-                loss * self.accelerator.num_processes
-            )  # num_items counts every process's tokens; DDP averages the gradients
+        n_proc = self.accelerator.num_processes
+        # num_items counts every process's tokens, and DDP averages the gradients
+        if self.loss_is_scaled_for_ga and self.args.average_tokens_across_devices and n_proc > 1: loss = loss * n_proc
         if model.training:  # counted on the device: no host sync in the training step
-            self._tacc = (
-                self._tacc.to(pred.device)
-                + torch.stack([(pred == targets).sum(), pred.new_tensor(len(targets))]).float()
-            )
+            hits = torch.stack([(pred == targets).sum(), pred.new_tensor(len(targets))]).float()
+            self._tacc = self._tacc.to(pred.device) + hits
         if not return_outputs: return loss
         ids = torch.full_like(inputs["labels"], -100)
         ids.view(-1)[pos] = pred  # predicted next token where there is a label: what `token_accuracy` compares
         return loss, {"loss": loss, "logits": ids}
-
     def log(self, logs: dict, *args, **kw):
         "Adds the training token accuracy (share of supervised tokens predicted exactly since the last log)."
         if "loss" in logs:  # every process logs here, so the reduce below is reached by all of them
@@ -196,46 +83,16 @@ class FinetuneTrainer(Trainer):
             if t[1] > 0: logs["token_accuracy"] = round(float(t[0] / t[1]), 4)
             self._tacc = torch.zeros_like(self._tacc)
         super().log(logs, *args, **kw)
-
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             raise TrainingDiverged(f"step {self.state.global_step + 1}: the training loss is {loss.item()}. "
                                    "Lower learning_rate, check the data, or train in fp32 (precision: fp32).")
         return loss
-
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            d = Path(self.args.output_dir)/f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            for f in d.rglob("*"):  # the files on disk before the marker that says they are: a machine crash too
-                if f.is_file():
-                    with open(f, "rb") as fh: os.fsync(fh.fileno())
-            with atomic_open(d/COMPLETE) as fh: fh.write(json.dumps({"step": self.state.global_step}))
-
-# %% ../nbs/03_train.ipynb #406a003a
-class LivePlot(TrainerCallback):
-    "Jupyter: train and validation loss, redrawn after every log (ipywidgets + matplotlib)."
-    def on_train_begin(self, args, state, control, **kw):
-        import ipywidgets
-        from IPython.display import display
-        self.out, self.train, self.val = ipywidgets.Output(), [], []
-        display(self.out)
-    def on_log(self, args, state, control, logs=None, **kw):
-        import matplotlib.pyplot as plt
-        logs = logs or {}
-        if "loss" in logs: self.train.append((state.global_step, logs["loss"]))
-        if "eval_loss" in logs: self.val.append((state.global_step, logs["eval_loss"]))
-        if not self.train: return
-        with self.out:
-            self.out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(6, 3))
-            ax.plot(*zip(*self.train), label="train")
-            if self.val: ax.plot(*zip(*self.val), "o-", label="validation")
-            ax.set(xlabel="step", ylabel="loss", yscale="log")
-            ax.legend()
-            plt.show(fig)
-            plt.close(fig)
+        step = self.state.global_step
+        if self.args.should_save: mark_complete(Path(self.args.output_dir)/f"{PREFIX_CHECKPOINT_DIR}-{step}", step)
 
 # %% ../nbs/03_train.ipynb #d49e7a57
 def training_arguments(cfg: FinetuneConfig, run_dir: Path, device: str, precision: str, has_validation: bool,
@@ -274,53 +131,15 @@ def _shared_run_dir(cfg: FinetuneConfig, state) -> Path:
     if state.num_processes > 1: broadcast_object_list(box)
     return Path(box[0])
 
-# %% ../nbs/03_train.ipynb #6e3cfcdf
-def _write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict):
-    run = RunDir(run_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
-    with atomic_open(run.base_model) as f: json.dump(source, f, indent=2)
-    run.hyperparameters.write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
-    for k, rows in splits.items(): write_jsonl(rows, run.split(k))
-    report = {k: {"examples": len(splits[k])} for k in splits}
-    for k, ds in data.items():
-        report[k].update(
-            tokens=sum(map(len, ds["input_ids"])),
-            trained_tokens=sum(sum(l != -100 for l in x) for x in ds["labels"]),
-            dropped=len(splits[k]) - len(ds),
-            longest=max(map(len, ds["input_ids"])),
-        )
-    run.data_report.write_text(json.dumps(report, indent=2))
-    return report
-
-# %% ../nbs/03_train.ipynb #82bccd5a
-# what a log line shows, in this order: the rest (flos, runtimes, epoch fractions) is in metrics.jsonl
-SHOWN_LOGS = {"loss": "loss", "token_accuracy": "token accuracy", "eval_loss": "validation loss",
-              "eval_token_accuracy": "validation token accuracy", "grad_norm": "grad norm", "learning_rate": "lr"}
-
-class TrainingBar(ProgressCallback):
-    "The Trainer's progress bar, without a second bar for every evaluation, and log lines in words, not dicts."
-    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kw): pass
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not state.is_world_process_zero or self.training_bar is None or not logs: return
-        shown = [f"{name} {logs[k]:.4g}" for k, name in SHOWN_LOGS.items() if isinstance(logs.get(k), (int, float))]
-        if shown: self.training_bar.write(f"step {state.global_step}/{state.max_steps}: " + ", ".join(shown))
-
 # %% ../nbs/03_train.ipynb #2442ab9f
-def make_trainer(
-    rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str, callbacks=()
-):
+def make_trainer(rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str,
+                 callbacks=()):
     "(FinetuneTrainer, fast-path plan or None) for a model set up for `rcfg.strategy` and tokenized `data` splits."
-    plan = (
-        speed_setup(model, rcfg.strategy, device, precision, max(map(len, data["train"]["input_ids"])))
-        if rcfg.fast
-        else None
-    )
+    longest = max(map(len, data["train"]["input_ids"]))
+    plan = speed_setup(model, rcfg.strategy, device, precision, longest) if rcfg.fast else None
     if plan:  # lengths for the length-grouped sampler
-        data = {
-            k: ds if "length" in ds.column_names else ds.add_column("length", [len(x) for x in ds["input_ids"]])
-            for k, ds in data.items()
-        }
+        data = {k: ds if "length" in ds.column_names else ds.add_column("length", [len(x) for x in ds["input_ids"]])
+                for k, ds in data.items()}
     args = training_arguments(rcfg, run_dir, device, precision, "validation" in data,
                               autocast=plan["autocast"] if plan else True, group_by_length=bool(plan))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("validation"),
@@ -330,7 +149,31 @@ def make_trainer(
     if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)
     return trainer, plan
 
-# %% ../nbs/03_train.ipynb #87cfc954
+# %% ../nbs/03_train.ipynb #867ede5b
+def _load_for_training(cfg: FinetuneConfig, model_path: Path, splits: dict, verbose: bool) -> tuple:
+    "(model set up for the strategy, tokenizer, tokenized splits, resolved config, its record, device, precision)."
+    device = pick_device(cfg.device)
+    precision = pick_precision(cfg.precision, device)
+    model, tok = load_model(str(model_path), device, quantize_4bit=cfg.strategy == "qlora")
+    data = {k: tokenize_examples(tok, splits[k], cfg.max_seq_len, verbose=verbose)
+            for k in ("train", "validation") if splits.get(k)}
+    if "validation" in data and (cap := smoke_cap("max_eval_examples")):  # a smoke run validates on a few examples too
+        data["validation"] = data["validation"].select(range(min(cap, len(data["validation"]))))
+    rcfg, record = resolve_auto(cfg, len(data["train"]))
+    set_seed(cfg.seed)
+    model = setup_strategy(model, rcfg)
+    check_memory(estimate_memory(model, rcfg.batch_size * max(map(len, data["train"]["input_ids"]))), device)
+    return model, tok, data, rcfg, record, device, precision
+
+def _callbacks(rcfg: FinetuneConfig, run: RunDir, has_validation: bool, main: bool, extra: list | None) -> list:
+    "The run's callbacks: the metrics file, the caller's, early stopping, TensorBoard, and in Jupyter the live plot."
+    cbs = [MetricsLogger(run.metrics), *(extra or [])]
+    if rcfg.early_stopping_patience and has_validation: cbs.append(EarlyStoppingCallback(rcfg.early_stopping_patience))
+    if rcfg.tensorboard: cbs.append(_tensorboard(run.path))
+    if in_notebook() and main: cbs.append(LivePlot())
+    return cbs
+
+# %% ../nbs/03_train.ipynb #e3280c69
 def _fit(
     cfg: FinetuneConfig, run_dir: Path, splits: dict, resume_from: Path | None = None, callbacks: list | None = None
 ) -> Path:
@@ -339,77 +182,34 @@ def _fit(
     # a new run records what its base resolved to; a resumed one loads exactly that, checked
     source = model_source(cfg.model) if resume_from is None else json.loads(RunDir(run_dir).base_model.read_text())
     model_path = Path(source["path"]) if resume_from is None else run_base_model(run_dir)
-    device = pick_device(cfg.device)
-    precision = pick_precision(cfg.precision, device)
-    model, tok = load_model(str(model_path), device, quantize_4bit=cfg.strategy == "qlora")
-    data = {
-        k: tokenize_examples(tok, splits[k], cfg.max_seq_len, verbose=state.is_main_process)
-        for k in ("train", "validation")
-        if splits.get(k)
-    }
-    if "validation" in data and (cap := smoke_cap("max_eval_examples")):  # a smoke run validates on a few examples too
-        data["validation"] = data["validation"].select(range(min(cap, len(data["validation"]))))
-    rcfg, record = resolve_auto(cfg, len(data["train"]))
-    set_seed(cfg.seed)
-    model = setup_strategy(model, rcfg)
+    main = state.is_main_process
+    model, tok, data, rcfg, record, device, precision = _load_for_training(cfg, model_path, splits, main)
     trainable, total = count_parameters(model)
-    check_memory(estimate_memory(model, rcfg.batch_size * max(map(len, data["train"]["input_ids"]))), device)
     if resume_from is None:
         run_dir = _shared_run_dir(cfg, state)
-        if state.is_main_process: _write_run_files(cfg, rcfg, record, splits, data, run_dir, source)
+        if state.is_main_process: write_run_files(cfg, rcfg, record, splits, data, run_dir, source)
         state.wait_for_everyone()
+    run = RunDir(run_dir)
     if state.is_main_process:
         print(f"base model: {describe_source(source)}")
-        print(
-            f"run {run_dir}: {len(data['train'])} training examples, strategy {rcfg.strategy}, {trainable:,} of "
-            f"{total:,} "
-            f"parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs:g}, batch "
-            f"{rcfg.batch_size}, lr {rcfg.learning_rate}"
-        )
-    run = RunDir(run_dir)
-    cbs = [MetricsLogger(run.metrics), *(callbacks or [])]
-    if rcfg.early_stopping_patience and "validation" in data:
-        cbs.append(EarlyStoppingCallback(rcfg.early_stopping_patience))
-    if rcfg.tensorboard: cbs.append(_tensorboard(run_dir))
-    if in_notebook() and state.is_main_process: cbs.append(LivePlot())
+        print(f"run {run_dir}: {len(data['train'])} training examples, strategy {rcfg.strategy}, {trainable:,} of "
+              f"{total:,} parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs:g}, "
+              f"batch {rcfg.batch_size}, lr {rcfg.learning_rate}")
+    cbs = _callbacks(rcfg, run, "validation" in data, state.is_main_process, callbacks)
     trainer, plan = make_trainer(rcfg, model, tok, data, run_dir, device, precision, cbs)
     if state.is_main_process and plan:
         print("fast path: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v not in (0, False)))
     start = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - start
-    final = run.final(rcfg.strategy)
-    trainer.save_model(str(final))
+    trainer.save_model(str(run.final(rcfg.strategy)))
     if state.is_main_process:
-        tok.save_pretrained(final)
-        best = trainer.state.best_model_checkpoint
-        best_step = checkpoint_step(best) if best else None
-        evals = [r for r in read_metrics(run_dir) if "eval_loss" in r]
-        final_eval = next((r for r in evals if r["step"] == best_step), evals[-1] if evals else {})
-        summary = dict(
-            model=cfg.model,
-            base_model=describe_source(source),
-            model_source=source,
-            strategy=rcfg.strategy,
-            device=device,
-            precision=precision,
-            processes=state.num_processes,
-            train_examples=len(data["train"]),
-            trainable_params=trainable,
-            total_params=total,
-            steps=out.global_step,
-            train_loss=out.training_loss,
-            best_step=best_step,
-            eval_loss=final_eval.get("eval_loss"),
-            token_accuracy=final_eval.get("eval_token_accuracy"),
-            train_seconds=round(seconds, 1),
-            fast_path=plan,
-            resumed_from=str(resume_from) if resume_from else None,
-        )
-        run.summary.write_text(json.dumps(summary, indent=2))
-        plot_losses(run_dir)
-        msg = f", best validation loss {summary['eval_loss']:.4f} at step {summary['best_step']}" if best else ""
-        print(f"done in {seconds:.0f}s: train loss {out.training_loss:.4f}{msg}")
+        tok.save_pretrained(run.final(rcfg.strategy))
+        facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, strategy=rcfg.strategy,
+                     device=device, precision=precision, processes=state.num_processes,
+                     train_examples=len(data["train"]), trainable_params=trainable, total_params=total)
+        write_summary(run, facts, out, trainer.state.best_model_checkpoint, seconds, fast_path=plan,
+                      resumed_from=str(resume_from) if resume_from else None)
     state.wait_for_everyone()
     return run_dir
 
@@ -446,21 +246,9 @@ def train(cfg: FinetuneConfig | str | Path = None, callbacks: list | None = None
     clean_options(cfg)  # an unknown step fails here, before any data loads
     main = _main_process(cfg.device).is_main_process
     if main: new_run_dir(cfg)  # fail now on an existing run, before any slow step
-    splits = load_splits(
-        cfg.data,
-        cfg.validation_data,
-        cfg.test_data,
-        cfg.val_size,
-        cfg.test_size,
-        cfg.seed,
-        threshold=cfg.dedup_threshold,
-        clean=clean_options(cfg),
-        dedup=cfg.drop_duplicates,
-        strict=cfg.strict_data,
-        fmt=cfg.data_format,
-        mapping=cfg.data_columns,
-        verbose=main,
-    )
+    splits = load_splits(cfg.data, cfg.validation_data, cfg.test_data, cfg.val_size, cfg.test_size, cfg.seed,
+                         threshold=cfg.dedup_threshold, clean=clean_options(cfg), dedup=cfg.drop_duplicates,
+                         strict=cfg.strict_data, fmt=cfg.data_format, mapping=cfg.data_columns, verbose=main)
     return _fit(cfg, None, splits, callbacks=callbacks)
 
 def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
@@ -483,37 +271,32 @@ def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
               for k in ("train", "validation", "test")}
     return _fit(load_config(run.config), run_dir, splits, resume_from=ckpt, callbacks=callbacks)
 
-# %% ../nbs/03_train.ipynb #e7dbfede
-def run_base_model(run_dir: str | Path) -> Path:
-    "The folder of the base model a run was trained on, its weights checked against the run's record."
-    run = RunDir(run_dir)
-    if not run.base_model.is_file():  # a run made before runs recorded their base: resolve the name as then
-        return resolve_model(load_config(run.config).model)
-    try: return check_source(json.loads(run.base_model.read_text()))
-    except ModelError as e: raise RunError(f"{run_dir}: {e}") from None
-
-def run_base_description(run_dir: str | Path) -> str | None:
-    "The base model of a run in words (None for a run made before runs recorded their base)."
-    p = RunDir(run_dir).base_model
-    return describe_source(json.loads(p.read_text())) if p.is_file() else None
-
 # %% ../nbs/03_train.ipynb #71102f25
 COURSE_RUN = "course"  # the run folder's name under `runs_dir`
 
 def course_config(smoke: bool | None = None, runs_dir: str | Path = "runs") -> FinetuneConfig:
     """The settings of the course's shared run: the defaults on the sample tickets for one epoch, as the quickstart
-    (a few steps for a `smoke` run)."""
+    (a few steps for a `smoke` run); `$FINETUNE_KIT_COURSE_MODEL` names another base (a bigger one on a GPU)."""
     smoke = bool(os.environ.get("IN_TEST")) if smoke is None else smoke
     short = dict(max_steps=6, val_size=16, logging_steps=1, eval_steps=3) if smoke else dict(eval_steps=20)
+    if model := os.environ.get("FINETUNE_KIT_COURSE_MODEL", "").strip(): short["model"] = model
     return FinetuneConfig(run_name=COURSE_RUN + ("-smoke" if smoke else ""), runs_dir=str(runs_dir), epochs=1, **short)
 
-_SMOKE_TRAINED: set[Path] = set()  # smoke runs trained by this process: one left by an older version is not reused
+def _code_fingerprint() -> str:
+    "sha256 of this package's source files: a smoke run is reused only by the code that trained it."
+    h = hashlib.sha256()
+    import finetune_kit
+    for p in sorted(Path(finetune_kit.__file__).resolve().parent.glob("*.py")): h.update(p.read_bytes())
+    return h.hexdigest()
 
 def course_run(retrain: bool = False, smoke: bool | None = None, runs_dir: str | Path = "runs") -> Path:
     "The course's run folder: trained with `course_config` if missing (or if `retrain`), else the finished one."
     cfg = course_config(smoke, runs_dir)
     run = RunDir(Path(cfg.runs_dir)/cfg.run_name)
-    retrain = retrain or (cfg.run_name.endswith("-smoke") and run.path.resolve() not in _SMOKE_TRAINED)
+    smoke_mark = run.path.parent/f".{run.path.name}.code"  # a smoke run (tests) trained by other code is stale
+    stale = cfg.run_name.endswith("-smoke") and not (smoke_mark.is_file() and
+                                                     smoke_mark.read_text() == _code_fingerprint())
+    retrain = retrain or stale
     if retrain and run.path.exists(): shutil.rmtree(run.path)  # asked for: this folder is the course's own run
     if run.summary.is_file():
         print(f"using the finished run {run.path} (course_run(retrain=True) trains it again)")
@@ -522,7 +305,7 @@ def course_run(retrain: bool = False, smoke: bool | None = None, runs_dir: str |
     if run.path.exists():
         raise RunError(f"{run.path} holds an unfinished run without a checkpoint: delete it or use retrain=True")
     done = train(cfg)
-    _SMOKE_TRAINED.add(done.resolve())
+    if cfg.run_name.endswith("-smoke"): smoke_mark.write_text(_code_fingerprint())
     return done
 
 # %% ../nbs/03_train.ipynb #8248d9fc
@@ -539,54 +322,3 @@ def load_run(run_dir: str | Path, device: str = "auto"):
         model, tok = load_model(str(run.model), device)
         return cfg, model.eval(), tok
     raise RunError(f"{run.path} has no trained weights: the run did not finish (continue it with resume)")
-
-# %% ../nbs/03_train.ipynb #6422bc38
-def _short_base(run_dir: Path) -> str | None:
-    "The kind of base a run was trained on, in a few words for a table."
-    p = RunDir(run_dir).base_model
-    if not p.is_file(): return None
-    r = json.loads(p.read_text())
-    return {"gguf": f"de-quantized {r.get('quantization')}", "hub": f"hub @{r.get('revision', '')[:7]}"}.get(
-        r.get("kind"), "folder"
-    )
-
-
-def list_runs(runs_dir: str | Path = "runs"):
-    "A table (pandas DataFrame) of the runs in `runs_dir`: settings, status and key metrics."
-    import pandas as pd
-    rows = []
-    for d in sorted(Path(runs_dir).glob("*/config.yaml")):
-        d, run = d.parent, RunDir(d.parent)
-        with contextlib.suppress(Exception):
-            s = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
-            h = json.loads(run.hyperparameters.read_text()).get("resolved", {}) if run.hyperparameters.is_file() else {}
-            ev = json.loads(run.evaluation("test").read_text()) if run.evaluation("test").is_file() else {}
-            rows.append(
-                {
-                    "run": d.name,
-                    "status": "done" if s else ("interrupted" if run.latest_checkpoint() else "incomplete"),
-                    "model": h.get("model"),
-                    "base": _short_base(d),
-                    "strategy": h.get("strategy"),
-                    "lr": h.get("learning_rate"),
-                    "epochs": h.get("epochs"),
-                    "batch": h.get("batch_size"),
-                    "steps": s.get("steps"),
-                    "train_loss": s.get("train_loss"),
-                    "eval_loss": s.get("eval_loss"),
-                    "token_acc": s.get("token_accuracy"),
-                    "test_acc": ev.get("finetuned", {}).get("accuracy"),
-                    "minutes": round(s["train_seconds"] / 60, 1) if s else None,
-                }
-            )
-    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
-
-def compare_runs(*run_dirs: str | Path):
-    "Loss curves of several runs on one plot, and their rows of `list_runs`."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for r in run_dirs: plot_losses(r, ax=ax)
-    plt.close(fig)
-    import pandas as pd
-    rows = [list_runs(Path(r).parent).loc[[Path(r).name]] for r in run_dirs if RunDir(r).is_run]
-    return (pd.concat(rows) if rows else pd.DataFrame()), fig

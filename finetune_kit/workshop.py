@@ -12,8 +12,8 @@ from pathlib import Path
 from .core import FinetuneKitError
 
 # %% auto #0
-__all__ = ['SOLUTION', 'PLACEHOLDER', 'WorkshopError', 'is_solution', 'student_copy', 'lessons_dir', 'lesson_files',
-           'prepare_workshop']
+__all__ = ['SOLUTION', 'PLACEHOLDER', 'WorkshopError', 'is_solution', 'student_copy', 'lessons_dir', 'lesson_files', 'cpu_class',
+           'settle', 'scrub', 'scrub_outputs', 'execute_notebook', 'prepare_workshop']
 
 # %% ../nbs/api/06_workshop.ipynb #b156b0b7
 SOLUTION = "#| solution"  # the first line of a solution cell
@@ -50,19 +50,60 @@ def lesson_files(lessons: str | Path | None = None) -> list[Path]:
     "The lesson notebooks, in course order."
     return sorted(lessons_dir(lessons).glob("[0-9]*.ipynb"))
 
+# %% ../nbs/api/06_workshop.ipynb #a7e3c65d
+import os, re, tempfile
+
+def cpu_class() -> str:
+    "AVX2 only, AVX512-BF16 or AMX, from /proc/cpuinfo (as the README and the benchmarks name it)."
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2": return "AVX2 only (emulated)"
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "AVX2 only"
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+def settle(text: str) -> str:
+    "A terminal stream as it ends up on screen: each line's last carriage-return state, no ANSI escapes."
+    return "\n".join(_ANSI.sub("", line).split("\r")[-1] for line in text.split("\n"))
+
+def scrub(text: str, *roots: Path) -> str:
+    "Machine paths out of an output: the folders `roots`, temporary folders and the home folder."
+    for r in roots: text = text.replace(str(r) + "/", "")
+    text = re.sub(re.escape(tempfile.gettempdir()) + r"/[\w.-]+", "<tmp>", text)
+    return text.replace(str(Path.home()), "~")
+
+def scrub_outputs(nb, *roots: Path) -> None:
+    "Scrub every output of notebook `nb` (as read by fastcore's `read_nb`) in place; widget state removed."
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                out["text"] = scrub(settle(text) if out.get("output_type") == "stream" else text, *roots)
+            for k, v in (out.get("data") or {}).items():
+                if (k.startswith("text/") or k == "application/json") and isinstance(v, (str, list)):
+                    out["data"][k] = scrub("".join(v) if isinstance(v, list) else v, *roots)
+            out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+
+def execute_notebook(path: str | Path, *roots: Path) -> float:
+    "Run notebook `path` at full size in its folder, save its scrubbed outputs; the seconds it took."
+    import time
+    from fastcore.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    from fastcore.xtras import working_directory
+    from finetune_kit.config import SMOKE_ENV
+    path = Path(path).resolve()
+    for v in ("IN_TEST", *SMOKE_ENV.values()): os.environ.pop(v, None)
+    nb, start = read_nb(path), time.time()
+    with working_directory(path.parent): CaptureShell(path).run_all(nb, exc_stop=True)
+    seconds = time.time() - start
+    scrub_outputs(nb, path.parent, *roots)
+    write_nb(nb, path)
+    return seconds
+
 # %% ../nbs/api/06_workshop.ipynb #645beb0c
 def _write(nb: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-def _execute(path: Path) -> None:
-    "Run a notebook in its folder and save its outputs (the way nbdev runs notebooks, but at full size)."
-    from fastcore.nbio import read_nb, write_nb
-    from execnb.shell import CaptureShell
-    from fastcore.xtras import working_directory
-    nb = read_nb(path)
-    with working_directory(path.parent): CaptureShell(path).run_all(nb, exc_stop=True)
-    write_nb(nb, path)
 
 def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
                      lessons: str | Path | None = None,  # folder of the course notebooks (default: this repo's nbs/)
@@ -91,7 +132,7 @@ def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
         run = course_run(smoke=False, runs_dir=out/"student"/"runs")
     if execute:
         (out/"executed"/"runs").symlink_to(Path("..")/"student"/"runs", target_is_directory=True)
-        for p in files: _execute(out/"executed"/p.name)
+        for p in files: execute_notebook(out/"executed"/p.name, out)
     from finetune_kit.model import describe_source
     info = {"lessons": [p.name for p in files], "solutions_removed": n_solutions, "model": describe_source(model),
             "course_run": str(run.relative_to(out)) if run else None, "executed_here": execute,

@@ -1,0 +1,46 @@
+"""Per lesson: the longest code cell, exported lines, figures/tables in the committed outputs, and a reading estimate.
+
+    python tools/lesson_stats.py
+
+The reading estimate counts 200 words of prose, 15 lines of lesson code or 40 lines of library code (exported cells)
+a minute; it leaves out the exercises. The teacher's guide quotes it."""
+import json, re, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = sorted(ROOT.joinpath("nbs").glob("[0-9]*.ipynb"))
+MAX_CELL_LINES = 40  # the longest code cell a lesson may have
+
+def cell_lines(cell: dict) -> int: return len("".join(cell["source"]).rstrip("\n").splitlines())
+
+def shown(cell: dict) -> set[str]:
+    "What kinds of rich output a code cell shows: 'plot' (an image) and 'table' (HTML or Markdown table)."
+    kinds = set()
+    for o in cell.get("outputs", []):
+        data = o.get("data", {})
+        if any(k.startswith("image/") for k in data): kinds.add("plot")
+        html = "".join(data.get("text/html", ""))
+        md = "".join(data.get("text/markdown", ""))
+        if "<table" in html or re.search(r"^\|.*\|\s*$", md, re.M): kinds.add("table")
+    return kinds
+
+def stats(path: Path) -> dict:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    exported = [c for c in code if "".join(c["source"]).lstrip().startswith("#| export")]
+    prose = sum(len("".join(c["source"]).split()) for c in nb["cells"] if c["cell_type"] == "markdown")
+    lesson_code = sum(map(cell_lines, code)) - sum(map(cell_lines, exported))
+    minutes = prose / 200 + lesson_code / 15 + sum(map(cell_lines, exported)) / 40
+    longest = max(code, key=cell_lines, default=None)
+    return {"lesson": path.stem, "longest_cell": cell_lines(longest) if longest else 0,
+            "longest_cell_id": longest.get("id") if longest else None,
+            "exported_lines": sum(map(cell_lines, exported)), "plots": sum("plot" in shown(c) for c in code),
+            "tables": sum("table" in shown(c) for c in code), "reading_min": round(minutes)}
+
+if __name__ == "__main__":
+    rows = [stats(p) for p in LESSONS]
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows: print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print(f"newcomer path (00 to 05, without 03a): {sum(r['reading_min'] for r in rows if r['lesson'][:2] <= '05' and r['lesson'] != '03a_speed')} min reading")
+    sys.exit(0)
