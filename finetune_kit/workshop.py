@@ -92,9 +92,11 @@ def execute_notebook(path: str | Path, *roots: Path) -> float:
     from fastcore.xtras import working_directory
     from finetune_kit.config import SMOKE_ENV
     path = Path(path).resolve()
-    for v in ("IN_TEST", *SMOKE_ENV.values()): os.environ.pop(v, None)
+    saved = {v: os.environ.pop(v) for v in ("IN_TEST", *SMOKE_ENV.values()) if v in os.environ}
     nb, start = read_nb(path), time.time()
-    with working_directory(path.parent): CaptureShell(path).run_all(nb, exc_stop=True)
+    try:
+        with working_directory(path.parent): CaptureShell(path).run_all(nb, exc_stop=True)
+    finally: os.environ.update(saved)  # the caller's environment, as it was
     seconds = time.time() - start
     scrub_outputs(nb, path.parent, *roots)
     write_nb(nb, path)
