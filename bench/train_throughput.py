@@ -3,8 +3,13 @@
 
 Same model, same chat examples (about 200 tokens), same number of optimizer steps (one pass over the same
 examples), same learning rate and schedule. For each configuration it prints non-pad tokens/s, the ratio
-to the plain recipe, MFU against the bf16 matmul peak measured in this run, peak memory, and the
-validation loss on the answer tokens of held-out examples (computed the same way, in fp32, for all).
+to the plain recipe, MFU against the matmul peak measured in this run (bf16 where the device computes bf16
+natively, else fp32), peak memory, and the validation loss on the answer tokens of held-out examples (computed the
+same way, in fp32, for all).
+
+On a CPU without native bf16 (AVX2 only, or a newer CPU told to behave as one with ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2), nothing is measured in bf16: an emulated bf16 product runs
+about 100x slower than fp32 there, and no one would train that way. The plain-bf16 configuration is skipped and says so.
 
     PYTHONPATH=. python bench/train_throughput.py                   # CPU, SmolLM2-135M, LoRA + freeze + full
     PYTHONPATH=. python bench/train_throughput.py --steps 6 --only plain-fp32,plain-bf16,lora
@@ -143,9 +148,18 @@ def main():
     kinds = args.only.split(",")
     if bad := [k for k in kinds if k not in PLAIN + FAST]: sys.exit(f"unknown configuration(s) {bad}; choose from {PLAIN + FAST}")
     import torch
-    peak = matmul_peak(args.device, "bfloat16")
-    print(f"{args.model} on {args.device} ({torch.get_num_threads()} threads): bf16 matmul peak measured {peak / 1e9:.0f} GFLOP/s, "
-          f"fp32 {matmul_peak(args.device, 'float32') / 1e9:.0f} GFLOP/s; {args.steps} steps x batch {args.batch}\n", flush=True)
+    from finetune_kit.model import cpu_has_bf16
+    from finetune_kit.workshop import cpu_class
+    bf16 = torch.cuda.is_bf16_supported() if args.device == "cuda" else cpu_has_bf16()
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU: {cpu_class()}, {os.cpu_count()} cores"
+    if not bf16 and "plain-bf16" in kinds:
+        kinds.remove("plain-bf16")
+        print("plain-bf16 skipped: no native bf16 on this device (an emulated bf16 product is ~100x slower than fp32)")
+    fp32_peak = matmul_peak(args.device, "float32")
+    peak = matmul_peak(args.device, "bfloat16") if bf16 else fp32_peak
+    peaks = (f"bf16 matmul peak measured {peak / 1e9:.0f} GFLOP/s, " if bf16 else "") + f"fp32 {fp32_peak / 1e9:.0f} GFLOP/s"
+    print(f"{args.model} on {args.device} ({where}; {torch.get_num_threads()} threads): {peaks}; "
+          f"{args.steps} steps x batch {args.batch}\n", flush=True)
     rows = []
     for k in kinds:
         cmd = [sys.executable, __file__, "--child", k, *sys.argv[1:]]
@@ -157,7 +171,8 @@ def main():
         r = rows[-1]
         print(f"  {k:11s} {r['tokens_per_s']:7.0f} tok/s  {r['seconds']:6.1f} s  val loss {r['val_loss']:.4f}", flush=True)
     base = {r["kind"]: r["tokens_per_s"] for r in rows if r["kind"] in PLAIN}
-    print("\n| configuration | precision | tokens/s | vs plain fp32 | vs plain bf16 | MFU (bf16 peak) | peak memory | train loss | val loss (answers) | val token acc |")
+    print(f"\n| configuration | precision | tokens/s | vs plain fp32 | vs plain bf16 | MFU ({'bf16' if bf16 else 'fp32'} peak) "
+          "| peak memory | train loss | val loss (answers) | val token acc |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         name = r["kind"] if r["kind"] in PLAIN else f"finetune_kit {r['kind']}"

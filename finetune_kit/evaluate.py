@@ -342,9 +342,16 @@ def _check_references(examples: list[dict], task: Task, path: Path):
                     + "\nFix: pass labels= that include them, or task='exact' or task='text'.")
 
 # %% ../nbs/04_evaluate.ipynb #415dadb3
-def evaluate_run(run_dir: str | Path, split: str = "test", max_examples: int | None = None, progress: bool = True,
-                 task: str = "auto", labels: list[str] | None = None, batch_size: int | None = None,
-                 max_new_tokens: int | None = None) -> EvalReport:
+def evaluate_run(
+    run_dir: str | Path,  # a run folder, as `train` returns it
+    split: str = "test",  # the held-out split to score: test or validation
+    max_examples: int | None = None,  # score only the first N examples of the split (None: all)
+    progress: bool = True,  # print the task and the generation speed, show progress bars
+    task: str = "auto",  # label, exact or text; auto: from the training answers (or the run's config)
+    labels: list[str] | None = None,  # the label set of a label task (default: the training answers')
+    batch_size: int | None = None,  # examples per forward pass (default: the config's eval_batch_size)
+    max_new_tokens: int | None = None,  # longest generated answer (default: the config's max_new_tokens)
+) -> EvalReport:
     "Evaluate base and fine-tuned model of a run on its held-out `split`; writes eval_<split>.json/.md/.png to the run."
     # everything that can fail on user input fails here, before the model loads
     run, cfg, examples, train_answers = eval_inputs(run_dir, split, max_examples, batch_size)

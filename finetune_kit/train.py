@@ -237,7 +237,11 @@ def _check_scheduler(name: str) -> None:
         raise ConfigError(f"key 'lr_scheduler': unknown scheduler {name!r}; one of {', '.join(names)}")
 
 # %% ../nbs/03_train.ipynb #ed83846b
-def train(cfg: FinetuneConfig | str | Path = None, callbacks: list | None = None, **overrides) -> Path:
+def train(
+    cfg: FinetuneConfig | str | Path = None,  # the settings, or a YAML file of them; None: every default
+    callbacks: list | None = None,  # extra `transformers.TrainerCallback`s (the jobs API adds its own)
+    **overrides,  # settings that win over `cfg`'s, e.g. `epochs=2`
+) -> Path:
     "Fine-tune as `cfg` (an object or a YAML file; default settings if None) says; returns the run folder."
     if cfg is None: cfg = FinetuneConfig(**overrides)
     else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
