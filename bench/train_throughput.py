@@ -23,6 +23,7 @@ from pathlib import Path
 
 PLAIN = ("plain-fp32", "plain-bf16")
 FAST = ("lora", "freeze", "full")
+TOP = ("lora-top8",)  # LoRA on the top 8 blocks only (`lora_layers: 8`): the backward pass stops below them; not a default
 NOTES = ["I'm routing your ticket to the {t} team; they will reply within one business day.",
          "Thanks for the details. This belongs with {t}, and I've sent it there with your message attached.",
          "{t}. A specialist will follow up by email shortly."]
@@ -57,6 +58,10 @@ def matmul_peak(device: str, dtype_name: str, n: int = 2048, reps: int = 10) -> 
     return 2 * n**3 * reps / best
 
 
+def _strategy(kind: str) -> str: return "lora" if kind in PLAIN + TOP else kind
+def _top(kind: str) -> int | None: return int(kind.removeprefix("lora-top")) if kind in TOP else None
+
+
 def fp32_trained_copy(model, kind: str, args):
     "A fresh fp32 model of the same structure holding the trained weights (so every run is scored the same way)."
     import torch
@@ -64,7 +69,7 @@ def fp32_trained_copy(model, kind: str, args):
     from finetune_kit.model import load_model, setup_strategy
     trained = {n: p.detach().float().cpu() for n, p in model.named_parameters() if p.requires_grad}
     fresh, _ = load_model(args.model, "cpu")
-    fresh = setup_strategy(fresh, FinetuneConfig(strategy="lora" if kind in PLAIN else kind, lora_dropout=0.0))
+    fresh = setup_strategy(fresh, FinetuneConfig(strategy=_strategy(kind), lora_dropout=0.0, lora_layers=_top(kind)))
     missing = set(trained) - {n for n, _ in fresh.named_parameters()}
     if missing: raise RuntimeError(f"cannot map trained weights: {sorted(missing)[:3]}")
     with torch.no_grad():
@@ -85,7 +90,7 @@ def child(kind: str, args) -> dict:
     set_seed(0)
     train_rows = chat_examples(args.steps * args.batch, seed=1)
     val_rows = chat_examples(args.val, seed=2)
-    strategy = "lora" if kind in PLAIN else kind
+    strategy = _strategy(kind)
     lr = AUTO_LEARNING_RATE[strategy]
     model, tok = load_model(args.model, args.device)
     out_dir = tempfile.mkdtemp(prefix=f"bench-{kind}-")
@@ -105,7 +110,8 @@ def child(kind: str, args) -> dict:
     else:
         precision = pick_precision("auto", args.device)
         cfg = FinetuneConfig(model=args.model, strategy=strategy, batch_size=args.batch, max_steps=args.steps, epochs=1,
-                             learning_rate=lr, logging_steps=max(1, args.steps // 4), eval_steps=10**9, save_steps=10**9, seed=0)
+                             learning_rate=lr, logging_steps=max(1, args.steps // 4), eval_steps=10**9, save_steps=10**9, seed=0,
+                             lora_layers=_top(kind))
         rcfg, _ = resolve_auto(cfg, len(train_rows))
         data = {"train": tokenize_examples(tok, train_rows, 512, verbose=False)}
         model = setup_strategy(model, rcfg)
@@ -129,7 +135,9 @@ def child(kind: str, args) -> dict:
 
 def mfu(r: dict, peak: float) -> float:
     "Model FLOPs utilisation: (4N, or 6N when every weight is trained, + 12·L·d·T attention) × tokens/s ÷ peak."
-    dense = (6 if r["kind"] == "full" else 4) * r["params"]
+    # LoRA's backward computes input gradients (2N) through the blocks that hold adapters, and nothing below them
+    top = _top(r["kind"])
+    dense = (6 if r["kind"] == "full" else 2 + 2 * top / r["layers"] if top else 4) * r["params"]
     return (dense + 12 * r["layers"] * r["hidden"] * r["mean_len"]) * r["tokens_per_s"] / peak
 
 
@@ -140,13 +148,13 @@ def main():
     p.add_argument("--steps", type=int, default=12, help="optimizer steps per configuration (one pass over steps x batch examples)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--val", type=int, default=48, help="held-out examples for the validation loss")
-    p.add_argument("--only", default=",".join(PLAIN + FAST), help="comma-separated configurations to run")
+    p.add_argument("--only", default=",".join(PLAIN + FAST), help=f"comma-separated configurations to run (also: {', '.join(TOP)})")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args)), flush=True); return
     kinds = args.only.split(",")
-    if bad := [k for k in kinds if k not in PLAIN + FAST]: sys.exit(f"unknown configuration(s) {bad}; choose from {PLAIN + FAST}")
+    if bad := [k for k in kinds if k not in PLAIN + FAST + TOP]: sys.exit(f"unknown configuration(s) {bad}; choose from {PLAIN + FAST + TOP}")
     import torch
     from finetune_kit.model import cpu_has_bf16
     from finetune_kit.workshop import cpu_class

@@ -13,9 +13,9 @@ from .core import FinetuneKitError, quiet_libraries
 from .config import FinetuneConfig, config_from_dict, field_help, load_config
 
 # %% auto #0
-__all__ = ['JOBS_DIR', 'add_config_flags', 'parse_mapping', 'config_from_args', 'cmd_train', 'add_function_flags',
-           'cmd_data_check', 'cmd_data_prepare', 'cmd_workshop_prepare', 'cmd_runs', 'cmd_eval', 'cmd_chat',
-           'cmd_merge', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['JOBS_DIR', 'QUICKSTART_TIME_BUDGET', 'add_config_flags', 'parse_mapping', 'config_from_args', 'cmd_train',
+           'add_function_flags', 'cmd_data_check', 'cmd_data_prepare', 'cmd_workshop_prepare', 'cmd_runs', 'cmd_eval',
+           'cmd_chat', 'cmd_merge', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/api/05_cli.ipynb #4982e2a9
 def _flag(name: str) -> str: return "--" + name.replace("_", "-")
@@ -179,7 +179,7 @@ def cmd_serve(args):
     if not args.no_jobs and not is_loopback(args.host) and not (args.api_key or os.environ.get("FINETUNE_KIT_API_KEY")):
         raise FinetuneKitError(f"the jobs API trains on uploaded files: serving it on {args.host} needs an API key "
                                "(--api-key or $FINETUNE_KIT_API_KEY), or turn it off with --no-jobs")
-    registry, services = ModelRegistry(args.device), []
+    registry, services = ModelRegistry(args.device, batching=args.batching), []
     if not args.no_jobs:
         from finetune_kit.jobs import JobService
         jobs_dir = Path(args.jobs_dir or JOBS_DIR)
@@ -213,6 +213,8 @@ def cmd_serve(args):
         allowed_hosts=[h.strip() for h in (args.allowed_hosts or "").split(",") if h.strip()],
     )
 
+QUICKSTART_TIME_BUDGET = "3m30s"  # the quickstart's training, probe included (`--time-budget` changes it)
+
 def cmd_quickstart(args):
     from finetune_kit.deploy import chat
     from finetune_kit.evaluate import evaluate_run
@@ -220,12 +222,18 @@ def cmd_quickstart(args):
     from finetune_kit.train import load_run, train
     start = time.time()
     cfg = config_from_args(args)
-    # one epoch is plenty for the sample task (the loss is flat after half of it) and keeps the quickstart short
-    fixed = {k: v for k, v in dict(epochs=1, eval_steps=20).items() if getattr(args, f"cfg_{k}") is None}
+    # one epoch at most (the validation loss is lowest after half of it), in a time budget that leaves the quickstart
+    # about a minute and a half for loading, evaluating both models and the chat on a 2-core AVX2 CPU
+    fixed = {k: v for k, v in dict(epochs=1, time_budget=QUICKSTART_TIME_BUDGET).items()
+             if getattr(args, f"cfg_{k}") is None}
     cfg = cfg.replace(**fixed)
-    print(f"finetune_kit quickstart: fine-tune {cfg.model} to route support tickets ({cfg.data})\n")
+    print(f"finetune_kit quickstart: fine-tune {cfg.model} to route support tickets ({cfg.data})"
+          + (f", training in a time budget of {cfg.time_budget} (--time-budget none: the whole epoch)"
+             if cfg.time_budget else "") + "\n")
     run = train(cfg)
+    trained = time.time()
     report = evaluate_run(run)
+    evaluated = time.time()
     print("\n" + report.table() + "\n")
     for s in report.samples[:3]:
         print(
@@ -236,7 +244,8 @@ def cmd_quickstart(args):
     ticket = "Hello, I moved last month and my new order went to the old address. Can you fix it?"
     print(f"\nchat: {ticket}\n  -> {chat(model, tok, ticket, system=SYSTEM_PROMPT, max_new_tokens=8)}")
     print(f"\n{report.verdict()}")
-    print(f"done in {time.time() - start:.0f}s. Run folder: {run}")
+    print(f"done in {time.time() - start:.0f} s (training {trained - start:.0f} s, "
+          f"evaluation {evaluated - trained:.0f} s, chat {time.time() - evaluated:.0f} s). Run folder: {run}")
     print(f"next: finetune-kit chat {run}   |   finetune-kit merge {run} {run}/merged   |   finetune-kit serve {run}")
 
 # %% ../nbs/api/05_cli.ipynb #2deb148f
@@ -374,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer KEY' on /v1 (default: $FINETUNE_KIT_API_KEY, else none)",
     )
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="generate one request at a time per model (default: concurrent requests are batched)")
     s.add_argument(
         "--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask for (default: 2048)"
     )

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/config.html.md"""
 
 # %% ../nbs/api/01_config.ipynb #960664c1
 from __future__ import annotations
-import ast, difflib, functools, inspect, io, math, os, sys, tokenize
+import ast, difflib, functools, inspect, io, math, os, re, sys, tokenize
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,15 +16,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .core import FinetuneKitError, atomic_open
 
 # %% auto #0
-__all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'SMOKE_ENV', 'ConfigError', 'FinetuneConfig', 'field_help',
-           'config_from_dict', 'load_config', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto',
-           'smoke_cap', 'smoke_limits']
+__all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'EVAL_SHARE', 'MIN_EVAL_EXAMPLES', 'SAVES_WITHOUT_EVAL',
+           'SMOKE_ENV', 'ConfigError', 'parse_duration', 'FinetuneConfig', 'field_help', 'config_from_dict',
+           'load_config', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto', 'plan_budget', 'smoke_cap',
+           'smoke_limits']
 
 # %% ../nbs/api/01_config.ipynb #dfda2a10
 class ConfigError(FinetuneKitError):
     "A config file or value is invalid."
 
 # %% ../nbs/api/01_config.ipynb #37bf001e
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|m|s)?", re.I)
+
+def parse_duration(text: str | float) -> float:
+    "Seconds in a duration such as `4m`, `90s`, `1h30m`, `2.5m` or a plain number of seconds."
+    s = str(text).strip()
+    parts = list(_DURATION.finditer(s))
+    if not s or "".join(m.group(0) for m in parts).replace(" ", "") != s.replace(" ", ""):
+        raise ValueError(f"{text!r} is not a duration: write it like 4m, 90s, 1h30m or 240")
+    seconds = sum(float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[(m.group(2) or "s").lower()] for m in parts)
+    if seconds <= 0: raise ValueError(f"{text!r}: a time budget must be above zero")
+    return seconds
+
 Auto = Literal["auto"]
 Positive = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0)]  # a number above zero; whole numbers stay whole
 Count = Annotated[int, Field(ge=1)]  # a whole number, 1 or more
@@ -63,12 +76,14 @@ class FinetuneConfig(BaseModel):
         0.0, ge=0, lt=1
     )  # dropout on the LoRA input (0, as in PEFT: dropout costs ~30% of a CPU step)
     lora_target: str = "all-linear"  # modules that get an adapter: `all-linear` or names like `q_proj,v_proj`
+    lora_layers: int | None = Field(None, ge=1)  # adapters on the top N blocks only (backward stops there); None: all
     train_last_layers: int = Field(4, ge=0)  # `freeze`: train the last N blocks (plus final norm and head)
     model_dropout: float | None = Field(None, ge=0, lt=1)  # set the model's own attention dropout (None: keep)
     # optimisation
     learning_rate: Positive | Auto = "auto"  # peak learning rate; auto: by strategy
     epochs: Positive | Auto = "auto"  # passes over the training split; auto: by data size
     max_steps: int = Field(-1, ge=-1)  # stop after this many optimizer steps (-1: use `epochs`)
+    time_budget: str | None = None  # train as much as fits in this wall time (e.g. 4m, 90s, 1h30m); None: no limit
     batch_size: Count | Auto = "auto"  # examples per device per step; auto: by data size
     grad_accum: int = Field(1, ge=1)  # steps whose gradients are summed before an update
     warmup: float = Field(0.05, ge=0)  # warm-up: fraction of steps if < 1, else a number of steps
@@ -92,6 +107,12 @@ class FinetuneConfig(BaseModel):
     eval_batch_size: int = Field(16, ge=1)  # examples per batch when evaluating
     max_new_tokens: int = Field(32, ge=1)  # generation limit when evaluating and chatting
     max_eval_examples: Count | None = None  # evaluate on at most this many test examples
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None: parse_duration(v)
+        return v
 
     @field_validator("max_steps")
     @classmethod
@@ -204,6 +225,52 @@ def resolve_auto(cfg: FinetuneConfig, n_train: int) -> tuple[FinetuneConfig, dic
         **{k: {"value": v, "rule": why} for k, (v, why) in chosen.items()},
     }
     return new, record
+
+# %% ../nbs/api/01_config.ipynb #b9d1a002
+EVAL_SHARE = 0.1  # in-training evaluation costs at most this share of the training time under a time budget
+MIN_EVAL_EXAMPLES = 32  # fewer evaluations come before fewer validation examples, down to this many
+SAVES_WITHOUT_EVAL = 4  # checkpoints of a budgeted run without evaluation (to resume from)
+
+def plan_budget(
+    budget_s: float,  # seconds left for training and its evaluations
+    step_s: float,  # measured seconds per optimizer step
+    steps: int,  # the steps of the full schedule (epochs x batches)
+    eval_example_s: float = 0.0,  # measured seconds to score one validation example
+    n_val: int = 0,  # validation examples available
+    evals: int | None = 10,  # evaluations wanted over the run; None: the config's own eval_steps decide
+    eval_steps: int | None = None,  # a fixed evaluation interval (when `evals` is None)
+    eval_share: float = EVAL_SHARE,
+    min_val: int = MIN_EVAL_EXAMPLES,
+    save_s: float = 0.0,  # measured seconds to write one checkpoint (one after each evaluation)
+) -> dict:
+    "Steps, evaluation interval and validation examples that fit `budget_s`; evaluation <= `eval_share` of training."
+    if step_s <= 0: raise ValueError("step_s must be above zero")
+    def fit(saves: int) -> int:  # steps that fit beside `saves` checkpoints and evaluation's share
+        room = budget_s - saves * save_s
+        return min(steps, int((room / (1 + eval_share) if n_val else room) // step_s))
+    if fit(0) < 1:
+        raise ConfigError(f"time_budget: {budget_s:.0f} s left for training is less than one training step "
+                          f"({step_s:.1f} s measured); give a larger budget")
+    per = max(eval_example_s, 1e-9)
+    n = fit(0)
+    for _ in range(2):  # the checkpoints' time depends on the evaluations, which depend on the steps
+        cap = eval_share * n * step_s  # seconds evaluation may take
+        if not n_val: k = 0
+        elif evals:
+            k = min(evals, n)
+            while k > 2 and k * per * min(n_val, min_val) > cap: k -= 1  # fewer evaluations first
+        else: k = -(-n // eval_steps)  # the Trainer evaluates at the last step too
+        m = min(n_val, int(cap / (k * per))) if k else 0
+        if m < 1: k = 0
+        n = max(1, fit(k or min(SAVES_WITHOUT_EVAL, n)))
+    every = (-(-n // k) if evals else eval_steps) if k else n + 1  # n + 1: past the end, no evaluation
+    if k and evals: k = -(-n // every)
+    m = min(m, int(eval_share * n * step_s / (k * per))) if k else 0
+    # a cut schedule samples batches at random: length grouping would put the longest examples first, so a run
+    # stopped early would train on those only, and its steps would be longer than the probe's random batches
+    return dict(steps=n, eval_steps=every, evaluations=k, val_examples=m, group_by_length=n >= steps,
+                est_train_s=round(n * step_s, 1), est_eval_s=round(k * m * eval_example_s, 1),
+                est_save_s=round((k or min(SAVES_WITHOUT_EVAL, n)) * save_s, 1))
 
 # %% ../nbs/api/01_config.ipynb #3af28789
 SMOKE_ENV = {"max_steps": "FINETUNE_KIT_MAX_STEPS", "max_eval_examples": "FINETUNE_KIT_MAX_EVAL_EXAMPLES"}

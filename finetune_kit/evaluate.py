@@ -22,15 +22,16 @@ from .core import FinetuneKitError
 from .config import FinetuneConfig, load_config, smoke_cap
 from .data import ChatCollator, DataError, load_examples, tokenize_examples
 from .model import generate_replies, load_model
+from .scoring import Scores, score_examples  # one prefill a prompt: a reference notebook
 from .train import RunDir, RunError, load_run, plot_losses, read_metrics, run_base_model
 from .eval_report import (PRIMARY, _ORDER, EvalError, EvalReport, base_model_of, eval_inputs, other_splits,
                                       pair_samples, save_report, split_file)
 
 # %% auto #0
 __all__ = ['INVALID', 'METRICS', 'TASKS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy', 'Perplexity',
-           'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task', 'answer_loss', 'text_perplexity',
-           'generate_answers', 'score_answers', 'diagnose_fit', 'plot_report', 'evaluate_model', 'evaluate_run',
-           'token_losses', 'few_shot', 'tfidf_baseline']
+           'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task', 'answer_loss_full', 'answer_loss',
+           'scored_metrics', 'text_perplexity', 'generate_answers', 'score_answers', 'diagnose_fit', 'plot_report',
+           'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline']
 
 # %% ../nbs/04_evaluate.ipynb #8705d62c
 _strip = str.maketrans("", "", string.punctuation)
@@ -190,8 +191,8 @@ def infer_task(answers: list[str], task: str = "auto", labels: list[str] | None 
 
 # %% ../nbs/04_evaluate.ipynb #b2196266
 @torch.no_grad()
-def answer_loss(model, tok, examples: list[dict], max_seq_len: int = 512, batch_size: int = 16) -> dict:
-    "Loss, perplexity and token accuracy of the assistant tokens of `examples`, token-weighted."
+def answer_loss_full(model, tok, examples: list[dict], max_seq_len: int = 512, batch_size: int = 16) -> dict:
+    "`answer_loss` the plain way: a full forward of each example, logits at every position (the reference version)."
     ds = tokenize_examples(tok, examples, max_seq_len, verbose=False)
     collate, device = ChatCollator(tok.pad_token_id), next(model.parameters()).device
     ppl, tacc = load_metric("perplexity"), load_metric("token_accuracy")
@@ -203,6 +204,20 @@ def answer_loss(model, tok, examples: list[dict], max_seq_len: int = 512, batch_
         ppl.add_batch(nll=nll.sum(1).tolist(), tokens=(labels != -100).sum(1).tolist())
         keep = labels != -100
         tacc.add_batch(predictions=logits.argmax(-1)[keep].tolist(), references=labels[keep].tolist())
+    return {**ppl.compute(), **tacc.compute()}
+
+def answer_loss(model, tok, examples: list[dict], max_seq_len: int = 512, batch_size: int = 16) -> dict:
+    "Loss, perplexity and token accuracy of the assistant tokens of `examples`, token-weighted."
+    return scored_metrics(score_examples(model, tok, examples, max_seq_len, batch_size))
+
+
+# %% ../nbs/04_evaluate.ipynb #7d41c2e9
+def scored_metrics(s: Scores) -> dict:
+    "Loss, perplexity and token accuracy from what `score_examples` read off a model."
+    ppl, tacc = load_metric("perplexity"), load_metric("token_accuracy")
+    tacc.add_batch(predictions=s.predictions, references=s.references)
+    kept = [i for i, n in enumerate(s.tokens) if n]  # as `tokenize_examples`: no supervised token, not scored
+    ppl.add_batch(nll=[s.nll[i] for i in kept], tokens=[s.tokens[i] for i in kept])
     return {**ppl.compute(), **tacc.compute()}
 
 # %% ../nbs/04_evaluate.ipynb #b6cac8f2
@@ -325,10 +340,13 @@ def plot_report(report: EvalReport, run_dir: str | Path | None = None, path: str
 def evaluate_model(model, tok, examples: list[dict], task: Task, max_seq_len: int = 512, batch_size: int = 16,
                    max_new_tokens: int = 32, progress: bool = True, label: str = "model") -> tuple[dict, list[str]]:
     "Every metric of `task` for `model` on `examples`, and its generated answers."
-    preds, speed = generate_answers(model, tok, examples, max_new_tokens, batch_size, progress, label)
-    m = answer_loss(model, tok, examples, max_seq_len, batch_size) | score_answers(
-        preds, [e["messages"][-1]["content"] for e in examples], task
-    )
+    start = time.perf_counter()  # scoring and generation share one prefill: examples_per_s covers both
+    s = score_examples(model, tok, examples, max_seq_len, batch_size, max_new_tokens, progress)
+    m, preds = scored_metrics(s), s.answers
+    speed = len(examples) / max(time.perf_counter() - start, 1e-9)
+    if progress: print(f"{label}: {len(examples)} examples scored and answered at {speed:.1f} examples/s",
+                       file=sys.stderr)
+    m |= score_answers(preds, [e["messages"][-1]["content"] for e in examples], task)
     return m | {"examples_per_s": speed}, preds
 
 def _check_references(examples: list[dict], task: Task, path: Path):

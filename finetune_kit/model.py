@@ -116,7 +116,16 @@ def add_lora(model, cfg: FinetuneConfig):
     "Wrap `model` with a fresh LoRA (or DoRA) adapter set up from `cfg` (peft)."
     from peft import LoraConfig, get_peft_model
     target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+    top = None
+    if cfg.lora_layers is not None:  # adapters on the top blocks only: the backward pass stops below them
+        n = model.config.num_hidden_layers
+        if cfg.lora_layers > n: raise ModelError(f"lora_layers={cfg.lora_layers}: the model has {n} blocks")
+        top = list(range(n - cfg.lora_layers, n))
+        if target == "all-linear":  # peft takes a layer list only with module names: the linear layers' own names
+            out = model.get_output_embeddings()
+            target = sorted({k.rsplit(".", 1)[-1] for k, m in model.named_modules()
+                             if isinstance(m, torch.nn.Linear) and m is not out})
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, layers_to_transform=top,
                       target_modules=target, task_type="CAUSAL_LM", use_dora=cfg.strategy == "dora")
     try:  # peft reads a transformers attribute that is deprecated: nothing a user can act on
         with library_quiet(r".*is_gradient_checkpointing"): return get_peft_model(model, lora)

@@ -100,6 +100,7 @@ class Preflight:
     labels: dict[str, Counter] | None  # label counts per split, when labels are classes
     epochs: float = 1.0
     tokens_per_s: float | None = None  # measured training throughput
+    eval_seconds: float | None = None  # estimated cost of the evaluations during training (the `auto` schedule)
     log: ProblemLog | None = None  # validation problems
     duplicates: Duplicates | None = None
     leaked: int = 0  # test examples with a (near-)copy in train
@@ -111,7 +112,9 @@ class Preflight:
     @property
     def total_tokens(self) -> float: return self.train_tokens * self.epochs
     @property
-    def est_seconds(self) -> float | None: return self.total_tokens / self.tokens_per_s if self.tokens_per_s else None
+    def est_seconds(self) -> float | None:
+        "Training plus its evaluations, from the measured rates."
+        return self.total_tokens / self.tokens_per_s + (self.eval_seconds or 0) if self.tokens_per_s else None
     @property
     def errors(self) -> list[str]:
         "What should stop a training run."
@@ -233,9 +236,10 @@ def _md(p: Preflight, img: str = "tokens.png") -> str:
         f"- training tokens: {p.train_tokens:,} x {p.epochs:g} epoch(s) = {p.total_tokens:,.0f}",
     ]
     if p.tokens_per_s:
+        ev = f", of which {_dur(p.eval_seconds)} for the evaluations during training" if p.eval_seconds else ""
         L.append(
             f"- measured throughput: {p.tokens_per_s:,.0f} tokens/s on this machine -> estimated training time "
-            f"**{_dur(p.est_seconds)}** (±30%)"
+            f"**{_dur(p.est_seconds)}** (±25%){ev}"
         )
     else: L.append("- training time: not estimated (no throughput probe)")
     return "\n".join(L + ["", f"![tokens per example]({img})", ""])
@@ -271,6 +275,7 @@ def save_report(p: Preflight, out_dir: str | Path, fmt: str = "md") -> Path:
         "epochs": p.epochs,
         "tokens_per_s": p.tokens_per_s,
         "est_seconds": p.est_seconds,
+        "eval_seconds": p.eval_seconds,
         "leaked": p.leaked,
         "cleaning": {e.option: e.changed for e in p.cleaning or []},
     }
@@ -298,6 +303,7 @@ def preflight(
     leak_threshold: float | None = 0.8,  # near-copy similarity for the train/test leak check
     clean: CleanOptions | None = None,  # the cleaning training will use (for the table); None: the defaults
     clean_limit: int | None = 1000,  # examples the cleaning table looks at (stemming is slow); None: all
+    probe=None,  # a `StepProbe` of the real training step (`probe_config`), used instead of `step`
 ) -> Preflight:
     """The pre-flight report of `splits` on tokenizer `tok`; `step` (e.g. `lora_step(model)`) adds a measured time
     estimate."""
@@ -312,6 +318,10 @@ def preflight(
     tps = (
         measure_throughput(step, probe_batches(tok, train, batch_size, probe_steps + 1, max_seq_len)) if step else None
     )
+    eval_s = None
+    if probe is not None:  # the `auto` schedule: about 10 validation passes, over the whole validation split
+        steps = max(1, round(len(train) / batch_size * epochs))
+        tps, eval_s = probe.tokens_per_s, min(10, steps) * len(splits.get("validation") or []) * probe.eval_example_s
     return Preflight(
         source,
         model or getattr(tok, "name_or_path", ""),
@@ -320,6 +330,7 @@ def preflight(
         labels,
         epochs,
         tps,
+        eval_s,
         log,
         duplicates,
         leaked,
@@ -351,7 +362,7 @@ def data_check(path,  # the data: any source `load_examples` reads
                clean: CleanOptions | None = None,  # the cleaning training will use (for the table); None: the defaults
               ) -> int:
     "Check a data set for training `model`, write the report to `out_dir` and print a summary; the exit status."
-    from finetune_kit.model import load_model, load_tokenizer
+    from finetune_kit.model import load_tokenizer
     log = ProblemLog()
     try:
         examples = [ex for _, ex in iter_examples(path, log, fmt, mapping)]
@@ -379,9 +390,13 @@ def data_check(path,  # the data: any source `load_examples` reads
             splits = split_examples(examples, val_size, test_size, seed, groups=example_groups(examples, dups.group),
                                     threshold=threshold)
         tok = load_tokenizer(model)
-        step = lora_step(load_model(model)[0]) if probe and not (strict and log.n_errors) else None
-        pf = preflight(splits, tok, max_seq_len, epochs, step, batch_size, probe_steps, source=str(path), model=model,
-                       log=log, duplicates=dups, strict=strict, clean=clean)
+        measured = None
+        if probe and not (strict and log.n_errors):  # the step training runs: fast path, optimizer, schedule
+            from finetune_kit.train import probe_config  # a later stage, imported only when a probe runs
+            cfg = FinetuneConfig(model=model, max_seq_len=max_seq_len, batch_size=batch_size, epochs=epochs, seed=seed)
+            measured = probe_config(cfg, splits, probe_steps)
+        pf = preflight(splits, tok, max_seq_len, epochs, None, batch_size, probe_steps, probe=measured,
+                       source=str(path), model=model, log=log, duplicates=dups, strict=strict, clean=clean)
     except FinetuneKitError as e:
         print(f"data check failed: {e}")
         return 2

@@ -7,8 +7,9 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/server.html.md"""
 # %% ../nbs/api/04_server.ipynb #30af488b
 from __future__ import annotations
 import asyncio, ipaddress, logging, os, re, secrets, socket, threading, time, uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastcore.basics import patch
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import (DynamicCache, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList,
+                          TemperatureLogitsWarper, TopPLogitsWarper)
+from transformers.cache_utils import DynamicLayer
 from transformers.generation.streamers import BaseStreamer
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -164,7 +167,8 @@ class _Weights:
     def __init__(self, folder: Path):
         self.folder, self.model = folder, None
         self.adapters: OrderedDict[str, str] = OrderedDict()  # served name -> PEFT adapter name, least recent first
-        self.lock = threading.Lock()  # held while loading or generating: one request on these weights at a time
+        self.lock = threading.Lock()  # held while loading or generating: one request (or one batch) at a time
+        self.scheduler = None  # with batching on: the `_Scheduler` generating on these weights
 
 class _Served:
     "One served name: its source and, once used, its tokenizer, weights and adapter folder."
@@ -179,8 +183,11 @@ class ModelRegistry:
                  max_queue: int = 64,  # requests waiting or running per name; more get a 429
                  max_models: int = 2,  # sets of weights (bases, full models) in memory; the least recent goes
                  max_adapters: int = 8,  # adapters loaded per base; the least recent goes
-                 max_generations: int = 2):  # requests generating at once, across all models
+                 max_generations: int = 2,  # requests (or, batching, batches) generating at once, across all models
+                 batching: bool = True,  # generate concurrent requests to one model together (continuous batching)
+                 max_batch: int = 16):  # requests generated together in one batch, with batching on
         self.device, self.max_queue, self.max_models, self.max_adapters = device, max_queue, max_models, max_adapters
+        self.batching, self.max_batch = batching, max_batch
         self._models: dict[str, _Served] = {}
         self._weights: OrderedDict[str, _Weights] = OrderedDict()  # by folder, least recently used first
         self._lock = threading.RLock()
@@ -349,6 +356,32 @@ def render_chat(tok, messages: list[dict]) -> list[int]:
         ) from None
     return tok(text, add_special_tokens=False)["input_ids"]
 
+def _prompt(model, tok, messages: list[dict], max_tokens: int | None, max_tokens_limit: int | None):
+    "(token ids of the prompt, the reply's token budget), or a 400 `APIError` when they do not fit the context."
+    ids = render_chat(tok, messages)
+    ctx, n = context_length(model, tok), len(ids)
+    if n + (max_tokens or 1) > ctx:
+        more = f" ({n} in the messages, {max_tokens} in the completion)" if max_tokens else ""
+        raise APIError(
+            400,
+            f"This model's maximum context length is {ctx} tokens. However, you requested {n + (max_tokens or 0)} "
+            f"tokens{more}. "
+            "Please reduce the length of the messages or completion.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return ids, max_tokens or min(ctx - n, max_tokens_limit or ctx)
+
+def _eos_ids(model, tok) -> set[int]:
+    "The tokens that end a reply: the tokenizer's end token and the model's generation config's."
+    eos = model.generation_config.eos_token_id
+    return {tok.convert_tokens_to_ids(tok.eos_token), *(eos if isinstance(eos, list) else [eos])} - {None}
+
+def _outcome(reply: _Reply, max_tokens: int, prompt_tokens: int) -> dict:
+    "The result of a finished reply: {text, finish_reason, prompt_tokens, completion_tokens}."
+    return dict(text=reply.text, finish_reason="stop" if reply.done or len(reply.ids) < max_tokens else "length",
+                prompt_tokens=prompt_tokens, completion_tokens=len(reply.ids))
+
 @torch.inference_mode()
 def generate_reply(
     model,
@@ -365,28 +398,10 @@ def generate_reply(
     cancel: threading.Event | None = None,
 ) -> dict:
     "One assistant reply to `messages`: {text, finish_reason, prompt_tokens, completion_tokens}."
-    ids = render_chat(tok, messages)
-    ctx, n = context_length(model, tok), len(ids)
-    if n + (max_tokens or 1) > ctx:
-        more = f" ({n} in the messages, {max_tokens} in the completion)" if max_tokens else ""
-        raise APIError(
-            400,
-            f"This model's maximum context length is {ctx} tokens. However, you requested {n + (max_tokens or 0)} "
-            f"tokens{more}. "
-            "Please reduce the length of the messages or completion.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    max_tokens = max_tokens or min(ctx - n, max_tokens_limit or ctx)
+    ids, max_tokens = _prompt(model, tok, messages, max_tokens, max_tokens_limit)
+    n = len(ids)
     if on_start: on_start(n)
-    eos = {
-        tok.convert_tokens_to_ids(tok.eos_token),
-        *(
-            model.generation_config.eos_token_id
-            if isinstance(model.generation_config.eos_token_id, list)
-            else [model.generation_config.eos_token_id]
-        ),
-    } - {None}
+    eos = _eos_ids(model, tok)
     reply = _Reply(tok, eos, [s for s in stop if s], on_text, cancel)
     sample = temperature > 0
     kw = (
@@ -409,8 +424,242 @@ def generate_reply(
                 stopping_criteria=StoppingCriteriaList([reply]),
                 **kw,
             )
-    return dict(text=reply.text, finish_reason="stop" if reply.done or len(reply.ids) < max_tokens else "length",
-                prompt_tokens=n, completion_tokens=len(reply.ids))
+    return _outcome(reply, max_tokens, n)
+
+# %% ../nbs/api/04_server.ipynb #ff2b2085
+# hand-written: transformers' own continuous batching (`generate_batch`, `init_continuous_batching`, 5.24) seeds one
+# random generator per manager, not per request, so a seeded request's text would depend on the rest of the batch
+
+def _pick_token(temperature: float, top_p: float, seed: int | None, device):
+    "A function from one row's next-token logits to its token: argmax, or a draw from the row's own generator."
+    if temperature <= 0: return lambda logits: int(logits.argmax())
+    g = torch.Generator(device)
+    g.manual_seed(secrets.randbits(63) if seed is None else seed)
+    warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+    warp = LogitsProcessorList(warpers)
+    def pick(logits):
+        probs = warp(None, logits.float()[None]).softmax(-1)  # the warpers `generate` applies, in its order
+        return int(torch.multinomial(probs, 1, generator=g))
+    return pick
+
+def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    "`x` with zeros in front along `dim`, up to `length`."
+    missing = length - x.shape[dim]
+    if missing <= 0: return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+def _batchable(model) -> bool:
+    "Whether `model`'s cache is one plain `DynamicLayer` per layer: keys and values that can be padded and stacked."
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+# %% ../nbs/api/04_server.ipynb #ea23125e
+@dataclass(eq=False)  # rows and requests are compared and hashed by identity
+class _Request:
+    "A chat completion waiting for, or in, a batch; its result (or error) arrives in `future`."
+    entry: _Served
+    messages: list[dict]
+    gen: dict  # max_tokens, max_tokens_limit, temperature, top_p, stop, seed
+    cancel: threading.Event
+    on_text: Any = None
+    on_start: Any = None
+    future: Future = field(default_factory=Future)
+
+    @property
+    def group(self) -> str:
+        "Requests of one group share a forward pass: the same weights with the same adapter (or none)."
+        return str(self.entry.adapter_dir)
+
+    def fail(self, err: Exception):
+        if not self.future.done(): self.future.set_exception(err)
+
+@dataclass(eq=False)
+class _Row:
+    "A request in the running batch: its reply so far, its budget, how it picks tokens, the token to feed next."
+    req: _Request
+    reply: _Reply
+    max_tokens: int
+    prompt_tokens: int
+    pick: Any
+    next_token: int = -1
+
+    def take(self, token: int) -> bool:
+        "Add `token` to the reply; whether the row is done (end of turn, stop string, budget, client gone)."
+        self.next_token = token
+        self.reply.put(torch.tensor([token]))
+        return self.reply.done or len(self.reply.ids) >= self.max_tokens or self.req.cancel.is_set()
+
+    def finish(self):
+        self.reply.end()
+        self.req.future.set_result(_outcome(self.reply, self.max_tokens, self.prompt_tokens))
+
+class _Batch:
+    "The running rows and their KV cache, left-padded to one length; `mask` marks the real (non-padding) positions."
+    def __init__(self): self.rows, self.cache, self.mask = [], None, None
+
+    def add(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor):
+        "Append `rows`, whose prompts' cache is `cache`, its padding marked by `mask`."
+        if self.cache is None: self.cache, self.mask = cache, mask
+        else:
+            n = max(self.mask.shape[1], mask.shape[1])
+            for mine, new in zip(self.cache.layers, cache.layers):
+                mine.keys = torch.cat([_left_pad(mine.keys, n, 2), _left_pad(new.keys, n, 2)])
+                mine.values = torch.cat([_left_pad(mine.values, n, 2), _left_pad(new.values, n, 2)])
+            self.mask = torch.cat([_left_pad(self.mask, n, 1), _left_pad(mask, n, 1)])
+        self.rows += rows
+
+    def keep(self, rows: list[_Row]):
+        "Keep only `rows` (in order), and drop the cache columns that are padding in all of them."
+        if rows == self.rows: return
+        if not rows:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        idx = torch.tensor([self.rows.index(r) for r in rows], device=self.mask.device)
+        self.mask = self.mask[idx]
+        start = int(self.mask.any(0).int().argmax())  # the first column some row uses
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[idx, :, start:], layer.values[idx, :, start:]
+        self.rows = rows
+
+    def step(self, model) -> torch.Tensor:
+        "One forward pass feeding every row its next token; the next-token logits, one row each."
+        device = self.mask.device
+        x = torch.tensor([[r.next_token] for r in self.rows], device=device)
+        positions = self.mask.sum(1, keepdim=True)  # each row's own count of real tokens so far
+        self.mask = torch.cat([self.mask, torch.ones_like(x)], dim=1)
+        out = model(input_ids=x, attention_mask=self.mask, position_ids=positions, cache=self.cache,
+                    use_cache=True)
+        return out.logits[:, -1]
+
+
+# %% ../nbs/api/04_server.ipynb #cf730a7e
+class _Scheduler:
+    "Continuous batching on one set of weights: a decode loop on the registry's pool that requests join and leave."
+    def __init__(self, registry: ModelRegistry):
+        self.registry, self.pending, self.lock, self.running = registry, deque(), threading.Lock(), False
+        self.widest = 0  # the most rows one batch has held: how much batching happened
+
+    def submit(self, req: _Request):
+        "Queue `req`; start the loop on the generation pool if it is not running."
+        with self.lock:
+            self.pending.append(req)
+            start, self.running = not self.running, True
+        if start: self.registry.pool.submit(self.run)
+
+    def _take(self, group: str, n: int) -> list[_Request]:
+        "Up to `n` requests of `group` from the head of the queue (an older request of another group stops it)."
+        with self.lock:
+            out = []
+            while self.pending and len(out) < n and self.pending[0].group == group: out.append(self.pending.popleft())
+            return out
+
+    def run(self):
+        "Serve the queue, one group (weights and adapter) at a time, until it is empty."
+        while True:
+            with self.lock:
+                if not self.pending:
+                    self.running = False
+                    return
+                head = self.pending[0]
+            try:
+                with self.registry.use(head.entry.name) as (model, _): self._serve_group(model, head.group)
+            except Exception as err:  # loading the model or its adapter failed: its waiting requests hear why
+                with self.lock:
+                    failed = [r for r in self.pending if r.entry is head.entry]
+                    for r in failed: self.pending.remove(r)
+                for r in failed: r.fail(err)
+
+    @torch.inference_mode()
+    def _serve_group(self, model, group: str):
+        "Generate for the requests of `group` as they come, until none is left; no exception escapes."
+        batch, batched = _Batch(), _batchable(model)
+        try:
+            while True:
+                new = self._take(group, self.registry.max_batch - len(batch.rows))
+                if batched: self._admit(model, batch, new)
+                else:
+                    for req in new: self._alone(model, req)
+                if not batch.rows: return
+                self.widest = max(self.widest, len(batch.rows))
+                self._advance(batch, batch.rows, batch.step(model))
+        except Exception as err:  # a failed forward pass fails the rows in it, not the server
+            for row in batch.rows: row.req.fail(err)
+
+    def _row(self, model, req: _Request) -> tuple[_Row, list[int]] | None:
+        "`req` checked and ready to join (its row and prompt ids); None if it failed (context too long...) or is gone."
+        try:
+            tok, g = req.entry.tok, req.gen
+            ids, max_tokens = _prompt(model, tok, req.messages, g["max_tokens"], g["max_tokens_limit"])
+            if req.on_start: req.on_start(len(ids))
+            reply = _Reply(tok, _eos_ids(model, tok), [s for s in g["stop"] if s], req.on_text, req.cancel)
+            reply.prompt_seen = True
+            pick = _pick_token(g["temperature"], g["top_p"], g["seed"], next(model.parameters()).device)
+            row = _Row(req, reply, max_tokens, len(ids), pick)
+        except Exception as err:
+            req.fail(err)
+            return None
+        if req.cancel.is_set():
+            row.finish()
+            return None
+        return row, ids
+
+    def _admit(self, model, batch: _Batch, reqs: list[_Request]):
+        "Run the prompts of `reqs` together (left-padded) and add them to `batch` with their first tokens."
+        ready = [r for r in (self._row(model, req) for req in reqs) if r is not None]
+        if not ready: return
+        rows, prompts = [r for r, _ in ready], [ids for _, ids in ready]
+        device, n = next(model.parameters()).device, max(map(len, prompts))
+        x = torch.tensor([[0] * (n - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts], device=device)
+        try:
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            out = model(input_ids=x, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        except Exception as err:
+            for row in rows: row.req.fail(err)
+            return
+        batch.add(rows, out.cache, mask)
+        self._advance(batch, rows, out.logits[:, -1])
+
+    def _alone(self, model, req: _Request):
+        "Answer `req` by itself with `generate_reply` (a model whose cache cannot be batched)."
+        try:
+            out = generate_reply(model, req.entry.tok, req.messages, on_text=req.on_text, on_start=req.on_start,
+                                 cancel=req.cancel, **req.gen)
+            req.future.set_result(out)
+        except Exception as err: req.fail(err)
+
+    def _advance(self, batch: _Batch, rows: list[_Row], logits: torch.Tensor):
+        "Give each of `rows` its next token from its `logits`; rows that are done leave `batch` and send their reply."
+        done = set()
+        for row, row_logits in zip(rows, logits):
+            if row.take(row.pick(row_logits)):
+                row.finish()
+                done.add(row)
+        batch.keep([r for r in batch.rows if r not in done])
+
+
+# %% ../nbs/api/04_server.ipynb #00c14f68
+def _generate(registry: ModelRegistry, name: str, messages: list[dict], gen: dict, cancel: threading.Event,
+              on_text=None, on_start=None) -> Future:
+    """A future of `name`'s reply to `messages`: joins the model's running batch, or (batching off) queues
+    `generate_reply` on the generation pool; a 429 `APIError` when `name` has a full queue."""
+    if not registry.batching:
+        job = lambda m, t: generate_reply(m, t, messages, on_text=on_text, on_start=on_start, cancel=cancel, **gen)
+        return _submit(registry, name, job)
+    e = registry.entry(name)
+    w = registry._weights_of(e)  # finds the tokenizer on the first request (a load error is this request's answer)
+    if not e.slots.acquire(blocking=False):
+        raise APIError(429, f"model '{name}' has {registry.max_queue} requests waiting; retry later", code="queue_full")
+    req = _Request(e, messages, gen, cancel, on_text, on_start)
+    req.future.add_done_callback(lambda _: e.slots.release())
+    with registry._lock:
+        if w.scheduler is None: w.scheduler = _Scheduler(registry)
+    w.scheduler.submit(req)
+    return req.future
+
 
 # %% ../nbs/api/04_server.ipynb #e25ad4e3
 class _Message(BaseModel):
@@ -530,7 +779,7 @@ def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRou
         head = {"id": cid, "created": created, "model": req.model, "system_fingerprint": None}
         if not req.stream:
             cancel = threading.Event()
-            fut = _submit(registry, req.model, lambda m, t: generate_reply(m, t, messages, cancel=cancel, **gen))
+            fut = _generate(registry, req.model, messages, gen, cancel)
             out = await _unless_gone(request, asyncio.wrap_future(fut), cancel)
             return {
                 **head,
@@ -554,23 +803,13 @@ def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRou
         def emit(kind, value=None):
             try: loop.call_soon_threadsafe(events.put_nowait, (kind, value))
             except RuntimeError: cancel.set()  # the event loop is gone: nobody is listening
-        def job(m, t):
-            try:
-                emit(
-                    "end",
-                    generate_reply(
-                        m,
-                        t,
-                        messages,
-                        on_start=lambda n: emit("start", n),
-                        on_text=lambda s: emit("text", s),
-                        cancel=cancel,
-                        **gen,
-                    ),
-                )
-            except Exception as e:
-                emit("error", e)
-        _submit(registry, req.model, job)
+        def ended(fut):
+            err = fut.exception()
+            if err: emit("error", err)
+            else: emit("end", fut.result())
+        fut = _generate(registry, req.model, messages, gen, cancel, on_text=lambda s: emit("text", s),
+                        on_start=lambda n: emit("start", n))
+        fut.add_done_callback(ended)
         kind, value = await events.get()
         if kind == "error":
             cancel.set()

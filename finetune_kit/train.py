@@ -6,18 +6,20 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #94a0f2ca
 from __future__ import annotations
-import contextlib, hashlib, json, os, shutil, time
+import contextlib, hashlib, json, os, shutil, tempfile, time
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastcore.imports import in_notebook
 from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .core import FinetuneKitError, atomic_open, library_quiet
-from .config import (ConfigError, FinetuneConfig, load_config, resolve_auto, save_config,
-    smoke_cap, smoke_limits)
+from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, load_config, parse_duration, plan_budget,
+    resolve_auto, save_config, smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
 from .model import (ModelError, check_source, describe_source, model_source)
 from finetune_kit.model import (
@@ -40,8 +42,9 @@ from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, Ru
                                run_base_model, write_run_files, write_summary)
 
 # %% auto #0
-__all__ = ['COURSE_RUN', 'argmax_logits', 'token_accuracy', 'FinetuneTrainer', 'training_arguments', 'make_trainer',
-           'clean_options', 'train', 'resume_run', 'course_config', 'course_run', 'load_run']
+__all__ = ['BUDGET_MARGIN_S', 'BUDGET_PLAN_SHARE', 'COURSE_RUN', 'argmax_logits', 'token_accuracy', 'FinetuneTrainer',
+           'training_arguments', 'make_trainer', 'StepProbe', 'probe_training', 'BudgetDeadline', 'fit_time_budget',
+           'probe_config', 'clean_options', 'train', 'resume_run', 'course_config', 'course_run', 'load_run']
 
 # %% ../nbs/03_train.ipynb #6b75cab9
 def argmax_logits(logits, labels):
@@ -133,21 +136,181 @@ def _shared_run_dir(cfg: FinetuneConfig, state) -> Path:
 
 # %% ../nbs/03_train.ipynb #2442ab9f
 def make_trainer(rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str,
-                 callbacks=()):
+                 callbacks=(), group_by_length: bool = True):  # False: random batches even on the fast path
     "(FinetuneTrainer, fast-path plan or None) for a model set up for `rcfg.strategy` and tokenized `data` splits."
     longest = max(map(len, data["train"]["input_ids"]))
     plan = speed_setup(model, rcfg.strategy, device, precision, longest) if rcfg.fast else None
+    if plan: plan["group_by_length"] = group_by_length
     if plan:  # lengths for the length-grouped sampler
         data = {k: ds if "length" in ds.column_names else ds.add_column("length", [len(x) for x in ds["input_ids"]])
                 for k, ds in data.items()}
     args = training_arguments(rcfg, run_dir, device, precision, "validation" in data,
-                              autocast=plan["autocast"] if plan else True, group_by_length=bool(plan))
+                              autocast=plan["autocast"] if plan else True,
+                              group_by_length=bool(plan and plan["group_by_length"]))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("validation"),
                               data_collator=ChatCollator(tok.pad_token_id), compute_metrics=token_accuracy,
                               preprocess_logits_for_metrics=None if plan else argmax_logits, callbacks=list(callbacks),
                               supervised_head=SupervisedHead(model) if plan else None)
     if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)
     return trainer, plan
+
+# %% ../nbs/03_train.ipynb #c7a1b002
+@dataclass
+class StepProbe:
+    "What a few real training steps measured on this machine."
+    step_s: float  # seconds per optimizer step (batch_size x grad_accum examples)
+    tokens_per_s: float  # training tokens (padding not counted) per second
+    eval_example_s: float  # seconds to score one validation example; 0 without a validation split
+    steps: int  # steps timed
+    seconds: float  # what the probe itself cost, setup included
+    save_s: float = 0.0  # seconds to write one checkpoint (weights, optimizer, schedule)
+
+class _StepClock(TrainerCallback):
+    "Notes the time at the end of every step, and keeps the probe from writing a checkpoint."
+    def __init__(self): self.times = []
+    def on_step_end(self, args, state, control, **kw):
+        self.times.append(time.perf_counter())
+        control.should_save = control.should_evaluate = False
+
+@contextlib.contextmanager
+def _no_datasets_bars():
+    import datasets
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try: yield
+    finally:
+        if shown: datasets.enable_progress_bars()
+
+@torch.no_grad()
+def _put_back(model, saved: dict, rng_state: torch.Tensor):
+    "The trainable weights as `saved` holds them, no gradients, and the random generator as it was."
+    for k, p in model.named_parameters():
+        if k in saved:
+            p.copy_(saved[k])
+            p.grad = None
+    torch.random.set_rng_state(rng_state)
+
+# %% ../nbs/03_train.ipynb #c7a1b012
+def probe_training(rcfg: FinetuneConfig, model, tok, data: dict, device: str, precision: str,
+                   steps: int = 3,  # steps timed, after one untimed warm-up step
+                   eval_examples: int = 16,  # validation examples timed
+                  ) -> StepProbe:
+    "Time the real training step of `rcfg` (fast path, optimizer) and a validation pass; the weights are put back."
+    start = time.perf_counter()
+    train, per_step = data["train"], rcfg.batch_size * rcfg.grad_accum
+    rng = np.random.default_rng(rcfg.seed)
+    with _no_datasets_bars():  # "Flattening the indices" of a subset: nothing a user needs to see
+        sub = train.select(rng.integers(0, len(train), per_step * (steps + 1)).tolist()).flatten_indices()
+    val = data.get("validation")
+    val = val.select(range(min(eval_examples, len(val)))) if val is not None and len(val) else None
+    saved = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    rng_state, clock = torch.random.get_rng_state(), _StepClock()
+    # past the probe's end: no evaluation, checkpoint or log line of its own
+    pcfg = rcfg.replace(max_steps=steps + 1, eval_steps=steps + 2, save_steps=steps + 2, logging_steps=steps + 2,
+                        early_stopping_patience=None)
+    with tempfile.TemporaryDirectory() as d:
+        trainer, _ = make_trainer(pcfg, model, tok, {"train": sub}, Path(d), device, precision, [clock],
+                                  group_by_length=False)  # random batches: the cost of an average step
+        trainer.pop_callback(TrainingBar)
+        eval_s = save_s = 0.0
+        try:
+            with library_quiet(): trainer.train()
+            t = time.perf_counter()
+            trainer._save_checkpoint(trainer.model, trial=None)  # what every evaluation of a run is followed by
+            save_s = time.perf_counter() - t
+            if val is not None:
+                t = time.perf_counter()
+                with library_quiet(): trainer.evaluate(eval_dataset=val)
+                eval_s = (time.perf_counter() - t) / len(val)
+        finally:
+            if trainer.supervised_head: trainer.supervised_head.remove()
+            _put_back(model, saved, rng_state)
+            del trainer
+    timed = clock.times[-1] - clock.times[0]  # the last `steps` steps
+    tokens = sum(map(len, sub["input_ids"])) * steps / (steps + 1)
+    return StepProbe(timed / steps, tokens / timed, eval_s, steps, time.perf_counter() - start, save_s)
+
+# %% ../nbs/03_train.ipynb #c7a1b003
+BUDGET_MARGIN_S = 5.0  # kept back from a time budget for saving the final weights and the summary
+BUDGET_PLAN_SHARE = 0.9  # of the time left, the share the plan fills (steps run slower than the probe's)
+
+class BudgetDeadline(TrainerCallback):
+    "Stops training at a deadline (a time budget whose plan the steps ran slower than the probe measured)."
+    def __init__(self, deadline: float): self.deadline, self.stopped_at = deadline, None
+    def on_step_end(self, args, state, control, **kw):
+        if time.time() >= self.deadline and state.global_step < state.max_steps:
+            control.should_training_stop = control.should_save = True
+            self.stopped_at = state.global_step
+            print(f"time budget reached: stopping at step {state.global_step} of {state.max_steps}")
+
+# %% ../nbs/03_train.ipynb #c7a1b013
+def fit_time_budget(rcfg: FinetuneConfig, record: dict, data: dict, probe: StepProbe, seconds_left: float) -> tuple:
+    "(config, record, data) with the steps, evaluation schedule and validation examples that fit `seconds_left`."
+    n_val = len(data["validation"]) if "validation" in data else 0
+    auto_eval = "eval_steps" in record  # the interval was `auto`: the budget may choose it
+    # measured: a run's steps took 10-17% longer than the probe's (2-core AVX2, emulated), so the plan keeps a share
+    # back; `BudgetDeadline` stops a run that still overruns
+    plan = plan_budget((seconds_left - BUDGET_MARGIN_S) * BUDGET_PLAN_SHARE, probe.step_s, record["total_steps"],
+                       probe.eval_example_s,
+                       n_val, evals=10 if auto_eval else None, eval_steps=None if auto_eval else rcfg.eval_steps,
+                       save_s=probe.save_s)
+    return _apply_plan(rcfg, record, data, plan) + (plan,)
+
+def _grouped(record: dict) -> bool:
+    "Whether the run's batches are grouped by length: yes, unless a time budget cut the schedule short."
+    return record.get("time_budget", {}).get("plan", {}).get("group_by_length", True)
+
+def _apply_plan(rcfg: FinetuneConfig, record: dict, data: dict, plan: dict) -> tuple:
+    "`plan_budget`'s plan applied: max_steps, eval/save interval, and the validation split cut (or dropped)."
+    update = dict(max_steps=plan["steps"], eval_steps=plan["eval_steps"])
+    if "save_steps" in record:  # `auto`: at every evaluation, or four times in a run without evaluation
+        update["save_steps"] = plan["eval_steps"] if plan["evaluations"] else max(1, plan["steps"] // 4)
+    elif "eval_steps" in record and plan["evaluations"]:  # your save_steps stays; evaluation must divide it
+        update["eval_steps"] = min(d for d in range(1, rcfg.save_steps + 1)
+                                   if rcfg.save_steps % d == 0 and (d >= plan["eval_steps"] or d == rcfg.save_steps))
+    data = dict(data)
+    if "validation" in data:
+        if plan["val_examples"]:
+            with _no_datasets_bars():
+                data["validation"] = data["validation"].select(range(plan["val_examples"])).flatten_indices()
+        else: del data["validation"]
+    return rcfg.replace(**update), {**record, "total_steps": plan["steps"]}, data
+
+# %% ../nbs/03_train.ipynb #c7a1b004
+def _budgeted(rcfg: FinetuneConfig, record: dict, data: dict, model, tok, device: str, precision: str, state,
+              started: float, resumed: Path | None = None) -> tuple:
+    "The run fitted to `rcfg.time_budget`: a new run probes and plans; a resumed one applies the plan it recorded."
+    if resumed is not None:
+        b = json.loads(RunDir(resumed).hyperparameters.read_text()).get("time_budget")
+        if not b: raise RunError(f"{resumed} has a time_budget but no recorded plan: start a new run")
+        rcfg, record, data = _apply_plan(rcfg, record, data, b["plan"])
+        return rcfg, {**record, "time_budget": b}, data
+    probe = probe_training(rcfg, model, tok, data, device, precision)
+    budget = parse_duration(rcfg.time_budget)
+    *_, plan = fit_time_budget(rcfg, record, data, probe, budget - (time.time() - started))
+    if state.num_processes > 1:  # every process probed (the steps are collective); the first one's plan holds
+        from accelerate.utils import broadcast_object_list
+        box = [plan]
+        broadcast_object_list(box)
+        plan = box[0]
+    rcfg, record, data = _apply_plan(rcfg, record, data, plan)
+    record["time_budget"] = {"budget_s": budget, "started": started, "probe": asdict(probe), "plan": plan,
+                             "rule": f"steps that fit, at most the schedule's; evaluation <= {EVAL_SHARE:.0%} of "
+                                     "training"}
+    if state.is_main_process:
+        ev = (f", {plan['evaluations']} evaluations on {plan['val_examples']} validation examples"
+              if plan["evaluations"] else "")
+        print(f"time budget {rcfg.time_budget}: the probe measured {probe.step_s:.2f} s/step ({probe.tokens_per_s:.0f} "
+              f"tokens/s) in {probe.seconds:.0f} s; training {plan['steps']} steps{ev}, about "
+              f"{plan['est_train_s'] + plan['est_eval_s']:.0f} s")
+    return rcfg, record, data
+
+# %% ../nbs/03_train.ipynb #c7a1b005
+def probe_config(cfg: FinetuneConfig, splits: dict, steps: int = 3) -> StepProbe:
+    "The probe `train` runs under a time budget, for `cfg` on `splits`, without training: for estimates (preflight)."
+    source = model_source(cfg.model)
+    model, tok, data, rcfg, _, device, precision = _load_for_training(cfg, Path(source["path"]), splits, False)
+    return probe_training(rcfg, model, tok, data, device, precision, steps)
 
 # %% ../nbs/03_train.ipynb #867ede5b
 def _load_for_training(cfg: FinetuneConfig, model_path: Path, splits: dict, verbose: bool) -> tuple:
@@ -165,9 +328,12 @@ def _load_for_training(cfg: FinetuneConfig, model_path: Path, splits: dict, verb
     check_memory(estimate_memory(model, rcfg.batch_size * max(map(len, data["train"]["input_ids"]))), device)
     return model, tok, data, rcfg, record, device, precision
 
-def _callbacks(rcfg: FinetuneConfig, run: RunDir, has_validation: bool, main: bool, extra: list | None) -> list:
-    "The run's callbacks: the metrics file, the caller's, early stopping, TensorBoard, and in Jupyter the live plot."
+def _callbacks(rcfg: FinetuneConfig, run: RunDir, has_validation: bool, main: bool, extra: list | None,
+               budget: dict | None = None) -> list:
+    "The run's callbacks: the metrics file, the caller's, early stopping, a deadline, TensorBoard, Jupyter's live plot."
     cbs = [MetricsLogger(run.metrics), *(extra or [])]
+    # the plan may not hold if the machine slows down: a hard stop at the budget too (a resume has no clock to keep)
+    if budget: cbs.append(BudgetDeadline(budget["started"] + budget["budget_s"] - BUDGET_MARGIN_S))
     if rcfg.early_stopping_patience and has_validation: cbs.append(EarlyStoppingCallback(rcfg.early_stopping_patience))
     if rcfg.tensorboard: cbs.append(_tensorboard(run.path))
     if in_notebook() and main: cbs.append(LivePlot())
@@ -175,7 +341,8 @@ def _callbacks(rcfg: FinetuneConfig, run: RunDir, has_validation: bool, main: bo
 
 # %% ../nbs/03_train.ipynb #e3280c69
 def _fit(
-    cfg: FinetuneConfig, run_dir: Path, splits: dict, resume_from: Path | None = None, callbacks: list | None = None
+    cfg: FinetuneConfig, run_dir: Path, splits: dict, resume_from: Path | None = None, callbacks: list | None = None,
+    started: float | None = None,  # when `train` was called: a time budget counts from there
 ) -> Path:
     "Train `cfg` on `splits` into `run_dir` (written already when resuming)."
     state = _main_process(cfg.device)
@@ -184,6 +351,9 @@ def _fit(
     model_path = Path(source["path"]) if resume_from is None else run_base_model(run_dir)
     main = state.is_main_process
     model, tok, data, rcfg, record, device, precision = _load_for_training(cfg, model_path, splits, main)
+    if rcfg.time_budget:
+        rcfg, record, data = _budgeted(rcfg, record, data, model, tok, device, precision, state,
+                                       started or time.time(), resumed=run_dir if resume_from else None)
     trainable, total = count_parameters(model)
     if resume_from is None:
         run_dir = _shared_run_dir(cfg, state)
@@ -195,23 +365,29 @@ def _fit(
         print(f"run {run_dir}: {len(data['train'])} training examples, strategy {rcfg.strategy}, {trainable:,} of "
               f"{total:,} parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs:g}, "
               f"batch {rcfg.batch_size}, lr {rcfg.learning_rate}")
-    cbs = _callbacks(rcfg, run, "validation" in data, state.is_main_process, callbacks)
-    trainer, plan = make_trainer(rcfg, model, tok, data, run_dir, device, precision, cbs)
+    cbs = _callbacks(rcfg, run, "validation" in data, main, callbacks,
+                     None if resume_from else record.get("time_budget"))
+    trainer, plan = make_trainer(rcfg, model, tok, data, run_dir, device, precision, cbs,
+                                 group_by_length=_grouped(record))
     if state.is_main_process and plan:
         print("fast path: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v not in (0, False)))
     start = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    seconds = time.time() - start
-    trainer.save_model(str(run.final(rcfg.strategy)))
-    if state.is_main_process:
-        tok.save_pretrained(run.final(rcfg.strategy))
-        facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, strategy=rcfg.strategy,
-                     device=device, precision=precision, processes=state.num_processes,
-                     train_examples=len(data["train"]), trainable_params=trainable, total_params=total)
-        write_summary(run, facts, out, trainer.state.best_model_checkpoint, seconds, fast_path=plan,
-                      resumed_from=str(resume_from) if resume_from else None)
+    facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, strategy=rcfg.strategy,
+                 device=device, precision=precision, processes=state.num_processes,
+                 train_examples=len(data["train"]), trainable_params=trainable, total_params=total)
+    _save_final(run, trainer, tok, facts, out, time.time() - start, plan, resume_from, state.is_main_process)
     state.wait_for_everyone()
     return run_dir
+
+# %% ../nbs/03_train.ipynb #c7a1b006
+def _save_final(run: RunDir, trainer, tok, facts: dict, out, seconds: float, plan, resume_from, main: bool):
+    "The final weights (and tokenizer) in the run folder, and its `summary.json`."
+    trainer.save_model(str(run.final(facts["strategy"])))
+    if not main: return
+    tok.save_pretrained(run.final(facts["strategy"]))
+    write_summary(run, facts, out, trainer.state.best_model_checkpoint, seconds, fast_path=plan,
+                  resumed_from=str(resume_from) if resume_from else None)
 
 # %% ../nbs/03_train.ipynb #42316066
 def _tensorboard(run_dir: Path):
@@ -243,6 +419,7 @@ def train(
     **overrides,  # settings that win over `cfg`'s, e.g. `epochs=2`
 ) -> Path:
     "Fine-tune as `cfg` (an object or a YAML file; default settings if None) says; returns the run folder."
+    started = time.time()
     if cfg is None: cfg = FinetuneConfig(**overrides)
     else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
     cfg = smoke_limits(cfg)
@@ -253,7 +430,7 @@ def train(
     splits = load_splits(cfg.data, cfg.validation_data, cfg.test_data, cfg.val_size, cfg.test_size, cfg.seed,
                          threshold=cfg.dedup_threshold, clean=clean_options(cfg), dedup=cfg.drop_duplicates,
                          strict=cfg.strict_data, fmt=cfg.data_format, mapping=cfg.data_columns, verbose=main)
-    return _fit(cfg, None, splits, callbacks=callbacks)
+    return _fit(cfg, None, splits, callbacks=callbacks, started=started)
 
 def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
     "Continue an interrupted run from its newest complete checkpoint, exactly as if it had not stopped."

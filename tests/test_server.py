@@ -98,3 +98,72 @@ def test_cli_errors_are_one_line():
                          (["serve", "--max-concurrent-jobs", "0"], "give a positive number")):
         r = run_cli(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
+
+# Continuous batching, in-process: requests queued while the weights are held start in one batch when they are let go.
+import threading
+from finetune_kit.server import APIError, ModelRegistry, ServerThread, _generate, create_app, generate_reply
+
+GREEDY = dict(max_tokens=24, max_tokens_limit=LIMIT, temperature=0.0, top_p=1.0, stop=[], seed=None)
+chat = lambda text: [{"role": "user", "content": text}]
+
+@pytest.fixture(scope="module")
+def reg():
+    r = ModelRegistry("cpu")
+    r.add(MODEL, MODEL)
+    r.get(MODEL)
+    return r
+
+def together(reg, jobs: list[tuple[list, dict, dict]]) -> list:
+    "Results of `jobs` ([(messages, gen, keywords of _generate)]) started in one batch; an error is returned, not raised."
+    w = reg._weights_of(reg.entry(MODEL))
+    with w.lock:
+        futures = [_generate(reg, MODEL, m, g, kw.pop("cancel", threading.Event()), **kw) for m, g, kw in jobs]
+    return [f.exception(timeout=300) or f.result() for f in futures]
+
+def alone(reg, messages, gen) -> dict:
+    with reg.use(MODEL) as (m, t): return generate_reply(m, t, messages, **gen)
+
+ASKS = ["What is the capital of France? One word.", "Name a colour.", "Explain how a rainbow forms, step by step.", "hi"]
+
+def test_batched_greedy_replies_equal_one_at_a_time(reg):
+    one_by_one = [alone(reg, chat(a), GREEDY) for a in ASKS]
+    assert together(reg, [(chat(a), GREEDY, {}) for a in ASKS]) == one_by_one  # text, finish_reason, token counts
+    assert reg._weights_of(reg.entry(MODEL)).scheduler.widest >= len(ASKS)
+
+def test_seeded_sample_is_the_same_alone_and_in_a_batch(reg):
+    seeded = dict(GREEDY, temperature=1.0, top_p=0.9, seed=11)
+    solo = together(reg, [(chat(ASKS[2]), seeded, {})])[0]
+    mixed = together(reg, [(chat(ASKS[0]), GREEDY, {}), (chat(ASKS[2]), seeded, {}), (chat(ASKS[1]), dict(seeded, seed=5), {})])
+    assert mixed[1] == solo
+
+def test_stop_strings_max_tokens_and_errors_per_request_in_one_batch(reg):
+    full = alone(reg, ASK, dict(GREEDY, max_tokens=48))["text"]
+    short, cut, whole, too_long = together(reg, [(ASK, dict(GREEDY, max_tokens=3), {}), (ASK, dict(GREEDY, max_tokens=48, stop=["Paris"]), {}),
+                                                 (ASK, dict(GREEDY, max_tokens=48), {}), (chat("hi " * 9000), GREEDY, {})])
+    assert (short["finish_reason"], short["completion_tokens"]) == ("length", 3)
+    assert (cut["text"], cut["finish_reason"]) == (full[:full.index("Paris")], "stop")
+    assert whole["text"] == full
+    assert isinstance(too_long, APIError) and too_long.code == "context_length_exceeded"
+
+def test_streamed_plain_and_cancelled_requests_share_a_batch(reg):
+    story = chat("Write a very long story about a dragon.")
+    expected = [alone(reg, chat(a), GREEDY) for a in ASKS[:2]]
+    pieces, hang_up = [], threading.Event()
+    def on_text(s):
+        pieces.append(s)
+        if len(pieces) == 3: hang_up.set()  # the client of the story goes away after three pieces
+    streamed, plain, gone = together(reg, [(chat(ASKS[0]), GREEDY, dict(on_text=(got := []).append)), (chat(ASKS[1]), GREEDY, {}),
+                                           (story, dict(GREEDY, max_tokens=200), dict(on_text=on_text, cancel=hang_up))])
+    assert [streamed, plain] == expected and "".join(got) == streamed["text"]
+    assert gone["completion_tokens"] < 20  # it left the batch soon after its client did
+
+def test_batched_server_answers_the_openai_client(reg):
+    with ServerThread(create_app(reg, max_tokens_limit=LIMIT)) as srv:
+        oa = openai.OpenAI(base_url=srv.url + "/v1", api_key="-", max_retries=0, timeout=120)
+        def ask(i):
+            kw = dict(model=MODEL, messages=chat(ASKS[i % 2]), temperature=0, max_tokens=24)
+            if i % 2: return oa.chat.completions.create(**kw).choices[0].message.content
+            return "".join(c.choices[0].delta.content or "" for c in oa.chat.completions.create(stream=True, **kw))
+        with ThreadPoolExecutor(4) as ex: replies = list(ex.map(ask, range(4)))
+    expected = [alone(reg, chat(ASKS[i % 2]), GREEDY)["text"] for i in range(2)]
+    assert replies == expected * 2

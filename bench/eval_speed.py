@@ -1,0 +1,97 @@
+"""Speed of `evaluate_run` (base vs fine-tuned, loss, perplexity, every metric): today's path against the path of
+issue 16 goal 3 (one prefill per prompt for loss and generation, LM head at scored positions, length-sorted batches),
+end to end on the same run folder, in one process. Prints both times, the ratio and whether the results agree.
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 HF_HUB_OFFLINE=1 \\
+        flock /tmp/heavy.lock python bench/eval_speed.py [--n 200] [--max-new-tokens 8]
+
+The run: the default model with a LoRA adapter whose B matrices are set to small random values (so the fine-tuned
+model differs from the base; no training needed for a speed test). Its splits are sample tickets made multi-turn by
+`few_shot` (four solved tickets as earlier turns): about 190 tokens each, with earlier assistant turns supervised.
+"""
+import argparse, contextlib, math, tempfile, time
+from pathlib import Path
+
+import torch
+import finetune_kit.evaluate as ev
+from finetune_kit.config import FinetuneConfig, save_config
+from finetune_kit.model import add_lora, load_model
+from finetune_kit.sample_data import make_support_tickets, write_jsonl
+
+TARGET_S = 180.0  # 200 examples of ~190 tokens on a 2-core AVX2 CPU
+
+def make_run(d: Path, n: int, max_new_tokens: int) -> tuple[Path, float]:
+    "A run folder with `n` examples in each split; returns it and the mean tokens of a test example."
+    cfg = FinetuneConfig(runs_dir=str(d), run_name="bench", max_new_tokens=max_new_tokens)
+    run = d/"bench"
+    save_config(cfg, run/"config.yaml")
+    tickets = make_support_tickets(3 * n + 4, seed=7)
+    shots, rest = tickets[:4], tickets[4:]
+    for k, split in enumerate(("train", "validation", "test")):
+        write_jsonl(ev.few_shot(rest[k * n:(k + 1) * n], shots), run/"data"/f"{split}.jsonl")
+    torch.manual_seed(0)
+    model, tok = load_model(cfg.model, device="cpu")
+    model = add_lora(model, cfg)
+    for name, p in model.named_parameters():
+        if "lora_B" in name: p.data.normal_(0, 0.02)
+    model.save_pretrained(run/"adapter")
+    tok.save_pretrained(run/"adapter")
+    test = ev.load_examples(run/"data"/"test.jsonl", verbose=False)
+    mean = sum(len(ev.encode_example(tok, e)["input_ids"]) for e in test) / len(test)
+    return run, mean
+
+def old_evaluate_model(model, tok, examples, task, max_seq_len=512, batch_size=16, max_new_tokens=32, progress=True,
+                       label="model"):
+    "`evaluate_model` before issue 16 goal 3: generation, then a separate full forward for the loss."
+    preds, speed = ev.generate_answers(model, tok, examples, max_new_tokens, batch_size, progress, label)
+    m = ev.answer_loss_full(model, tok, examples, max_seq_len, batch_size)
+    m |= ev.score_answers(preds, [e["messages"][-1]["content"] for e in examples], task)
+    return m | {"examples_per_s": speed}, preds
+
+@contextlib.contextmanager
+def old_path():
+    "evaluate_run as it was: the old evaluate_model, and answer_loss as one full forward with logits everywhere."
+    saved = ev.evaluate_model, ev.answer_loss
+    ev.evaluate_model, ev.answer_loss = old_evaluate_model, ev.answer_loss_full
+    try: yield
+    finally: ev.evaluate_model, ev.answer_loss = saved
+
+def compare(old, new, rel: float) -> list[str]:
+    "What differs between two reports: answers exactly, numbers to `rel`."
+    bad = [f"answers differ at {i}" for i, (a, b) in enumerate(zip(old.samples, new.samples)) if a != b]
+    for side in ("base", "finetuned"):
+        for k, v in getattr(old, side).items():
+            w = getattr(new, side)[k]
+            if k == "examples_per_s" or isinstance(v, str): continue
+            if not math.isclose(v, w, rel_tol=rel, abs_tol=1e-12): bad.append(f"{side} {k}: {v} vs {w}")
+    for k, v in old.fit["losses"].items():
+        if not math.isclose(v, new.fit["losses"][k], rel_tol=rel): bad.append(f"{k} loss: {v} vs {new.fit['losses'][k]}")
+    return bad
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200, help="examples per split")
+    ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--rel", type=float, default=3e-4, help="relative tolerance on losses and perplexity")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        run, mean = make_run(Path(d), a.n, a.max_new_tokens)
+        print(f"{a.n} examples a split, {mean:.0f} tokens each on average; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+        times, reports = {}, {}
+        for name in ("old", "new"):
+            t = time.perf_counter()
+            with old_path() if name == "old" else contextlib.nullcontext():
+                reports[name] = ev.evaluate_run(run, progress=False)
+            times[name] = time.perf_counter() - t
+            print(f"{name}: {times[name]:.1f} s end to end (model load and report included)", flush=True)
+        bad = compare(reports["old"], reports["new"], a.rel)
+        print(f"speed-up {times['old'] / times['new']:.2f}x; new path {times['new']:.0f} s "
+              f"({'within' if times['new'] <= TARGET_S * a.n / 200 else 'over'} the {TARGET_S:.0f} s target, scaled to n)")
+        print("results agree (answers equal, numbers within rel", a.rel, ")" if not bad else "results DIFFER:", *bad[:10])
+        for k in ("loss", "token_accuracy"):
+            print(f"  {k}: base {reports['old'].base[k]:.8g} -> {reports['new'].base[k]:.8g}, fine-tuned "
+                  f"{reports['old'].finetuned[k]:.8g} -> {reports['new'].finetuned[k]:.8g}")
+
+if __name__ == "__main__":
+    main()
