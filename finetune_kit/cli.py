@@ -15,7 +15,7 @@ from .config import FinetuneConfig, config_from_dict, field_help, load_config
 # %% auto #0
 __all__ = ['JOBS_DIR', 'QUICKSTART_TIME_BUDGET', 'add_config_flags', 'parse_mapping', 'config_from_args', 'cmd_train',
            'add_function_flags', 'cmd_data_check', 'cmd_data_prepare', 'cmd_workshop_prepare', 'cmd_runs', 'cmd_eval',
-           'cmd_chat', 'cmd_merge', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
+           'cmd_chat', 'cmd_merge', 'cmd_export', 'cmd_serve', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/api/05_cli.ipynb #4982e2a9
 def _flag(name: str) -> str: return "--" + name.replace("_", "-")
@@ -161,6 +161,14 @@ def cmd_merge(args):
     out = merge_and_save(args.run, args.out, dtype=args.dtype)
     print(f"merged model saved to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"next: finetune-kit chat {out}   |   finetune-kit serve {out}")
+
+def cmd_export(args):
+    from finetune_kit.gguf_export import export_gguf
+    out = export_gguf(args.run_dir, args.out_dir, quant=args.quant, system=args.system)
+    size = (out/"model.gguf").stat().st_size / 2**20
+    print(f"GGUF export saved to {out}: model.gguf ({args.quant}, {size:.0f} MiB), Modelfile, README.md")
+    print(f"next: cd {out} && ollama create {out.name.lower()} -f Modelfile   |   "
+          f"llama-cli -m {out/'model.gguf'} --jinja -cnv")
 
 JOBS_DIR = "finetune-kit-jobs"  # where `serve` keeps the jobs API's state unless told otherwise
 
@@ -360,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight precision of the saved model (default: fp32)",
     )
     m.set_defaults(func=cmd_merge)
+    x = _command(sub, "export", help="write a run as one GGUF file with an Ollama Modelfile (llama.cpp, LM Studio)")
+    from finetune_kit.gguf_export import export_gguf  # light: torch loads only when an export runs
+
+    add_function_flags(x, export_gguf)
+    x.add_argument("--format", default="gguf", choices=["gguf"], help="file format (default: gguf)")
+    x.set_defaults(func=cmd_export)
     s = _command(
         sub,
         "serve",

@@ -383,9 +383,11 @@ def evaluate_run(
               + ("" if task != "auto" or labels else " (inferred from the training answers)"), file=sys.stderr)
     kw = dict(max_seq_len=cfg.max_seq_len, batch_size=batch_size or cfg.eval_batch_size,
               max_new_tokens=max_new_tokens or cfg.max_new_tokens, progress=progress)
-    ft, ft_preds = evaluate_model(model, tok, examples, t, label="fine-tuned", **kw)
     with base_model_of(model, run.path) as base_model:  # a LoRA run: the same model with its adapter off
         base, base_preds = evaluate_model(base_model, tok, examples, t, label="base", **kw)
+    if cfg.strategy in ("lora", "dora"):  # the adapter added into this copy's weights: the same model, fewer products
+        model.merge_adapter()
+    ft, ft_preds = evaluate_model(model, tok, examples, t, label="fine-tuned", **kw)
     # as many training and validation examples, scored by loss only: cheap, and enough to see a gap
     losses = {k: answer_loss(model, tok, rows, cfg.max_seq_len, kw["batch_size"])["loss"]
               for k, rows in other_splits(run, split, len(examples)).items()} | {split: ft["loss"]}

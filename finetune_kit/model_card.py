@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/model_card.html.md"""
 
 # %% ../nbs/api/10_model_card.ipynb #3be79422
 from __future__ import annotations
-import json
+import json, re, shlex
 from pathlib import Path
 
 from .config import load_config
@@ -14,7 +14,37 @@ from .model_sources import MODEL_ALIASES
 from .runs import RunDir, run_base_description
 
 # %% auto #0
-__all__ = ['model_card']
+__all__ = ['gguf_usage', 'model_card']
+
+# %% ../nbs/api/10_model_card.ipynb #b7e4c2a1
+def gguf_usage(name: str, gguf_file: str = "model.gguf", system: str | None = None) -> list[str]:
+    "The model card's usage lines for a GGUF export: Ollama, llama.cpp and LM Studio commands."
+    tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"  # Ollama model names: lower case
+    sys_flag = f" -sys {shlex.quote(system)}" if system else ""
+    return [
+        "## Usage",
+        "",
+        f"The folder holds `{gguf_file}` (weights, tokenizer, and the chat template used in training) and an Ollama "
+        "`Modelfile` (the template in Ollama's syntax, the end-of-turn token as stop, the system prompt).",
+        "",
+        "**Ollama**, from this folder:",
+        "",
+        "```sh",
+        f"ollama create {tag} -f Modelfile",
+        f"ollama run {tag} \"Hello!\"",
+        "```",
+        "",
+        "**llama.cpp** reads the chat template from the file (`--jinja`):",
+        "",
+        "```sh",
+        f"llama-cli -m {gguf_file} --jinja -cnv{sys_flag}",
+        f"llama-server -m {gguf_file} --jinja --port 8080  # OpenAI-compatible API on http://127.0.0.1:8080/v1",
+        "```",
+        "",
+        f"**LM Studio**: `lms import {gguf_file}` (or drag the file into the app's My Models), then load it; the chat "
+        "template comes with the file" + (", set the system prompt above in the chat's settings." if system else "."),
+        "",
+    ]
 
 # %% ../nbs/api/10_model_card.ipynb #4cf1171d
 _CARD_SETTINGS = (
@@ -48,7 +78,7 @@ def _shared_system_prompt(path: Path) -> str | None:
     }
     return firsts.pop() if len(firsts) == 1 else None
 
-def model_card(run_dir: str | Path, name: str | None = None) -> str:
+def model_card(run_dir: str | Path, name: str | None = None, gguf: str | None = None) -> str:
     "A README.md for the model exported from `run_dir`: base model, data, hyperparameters, results and usage."
     from finetune_kit.evaluate import EvalReport
     run = RunDir(run_dir).require()
@@ -62,7 +92,7 @@ def model_card(run_dir: str | Path, name: str | None = None) -> str:
     meta = [
         "---",
         f"base_model: {base}" if alias or "/" in base and not Path(base).exists() else None,
-        "library_name: transformers",
+        "library_name: gguf" if gguf else "library_name: transformers",
         "pipeline_tag: text-generation",
         f"tags: [finetune_kit, {hp.get('strategy', cfg.strategy)}]",
         "---",
@@ -136,6 +166,7 @@ def model_card(run_dir: str | Path, name: str | None = None) -> str:
             "```",
             "",
         ]
+    if gguf: return "\n".join(out + gguf_usage(name, gguf, sp))  # a GGUF folder: the llama.cpp family's commands
     sys_line = f"    {{'role': 'system', 'content': {sp!r}}},\n" if sp else ""
     out += [
         "## Usage",

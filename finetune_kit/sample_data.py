@@ -12,8 +12,9 @@ from pathlib import Path
 from .core import atomic_open
 
 # %% auto #0
-__all__ = ['TEAMS', 'SYSTEM_PROMPT', 'SAMPLES_DIR', 'TITLE_PROMPT', 'make_ticket', 'make_support_tickets', 'sample_path',
-           'write_jsonl', 'make_title_ticket', 'make_ticket_titles']
+__all__ = ['TEAMS', 'SYSTEM_PROMPT', 'SAMPLES_DIR', 'TITLE_PROMPT', 'CONFUSED_WITH', 'make_ticket', 'make_support_tickets',
+           'sample_path', 'write_jsonl', 'make_title_ticket', 'make_ticket_titles', 'make_ticket_preference',
+           'make_ticket_preferences']
 
 # %% ../nbs/api/02_sample_data.ipynb #2469949f
 TEAMS = ("billing", "shipping", "technical", "account", "returns")
@@ -263,3 +264,20 @@ def make_ticket_titles(n: int = 600, seed: int = 0) -> list[dict]:
     "`n` generated tickets with a one-line title as the answer, the teams in equal shares, fixed for a given `seed`."
     rng = random.Random(seed)
     return [make_title_ticket(rng, TEAMS[i % len(TEAMS)]) for i in range(n)]
+
+# %% ../nbs/api/02_sample_data.ipynb #a1f0c3d2
+# the team a ticket is most plausibly misrouted to: the non-preferred answer of a preference pair
+CONFUSED_WITH = {"billing": "returns", "shipping": "returns", "technical": "account", "account": "technical",
+                 "returns": "shipping"}
+
+def make_ticket_preference(rng: random.Random, team: str) -> dict:
+    "One preference pair in OpenAI's format: a routing ticket, `team` preferred, its `CONFUSED_WITH` team not."
+    ex = make_ticket(rng, team)
+    answer = lambda t: [{"role": "assistant", "content": t}]
+    return {"input": {"messages": ex["messages"][:-1]}, "preferred_output": answer(team),
+            "non_preferred_output": answer(CONFUSED_WITH[team]), "group": ex["group"]}
+
+def make_ticket_preferences(n: int = 500, seed: int = 0) -> list[dict]:
+    "`n` preference pairs of routing tickets, the teams in equal shares, fixed for a given `seed`."
+    rng = random.Random(seed)
+    return [make_ticket_preference(rng, TEAMS[i % len(TEAMS)]) for i in range(n)]

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .data import encode_example, tokenize_examples
 from .model import generate_replies
 
 # %% auto #0
-__all__ = ['Scores', 'score_examples']
+__all__ = ['GENERATE_BATCH', 'Scores', 'score_examples']
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0005
 def _encode_prompts(tok, conversations: list[list[dict]], device="cpu"):
@@ -31,8 +32,9 @@ def _shared_prefix(a: list[int], b: list[int]) -> int:
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0006
 @torch.no_grad()
-def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], max_new_tokens: int = 0, **gen_kwargs):
-    "Summed NLL and count of supervised tokens per row, predicted and reference tokens, answers: one prefill."
+def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cache: bool = False):
+    """Summed NLL and count of supervised tokens per row, predicted and reference tokens, from one prefill; and, if
+    `keep_cache`, that prefill's cache cut back to the prompt, as `generate` takes it."""
     # hand-written: transformers has no "score these tokens and generate from the same cache" call
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA layers stay in place
     body, head, device = base.get_decoder(), base.get_output_embeddings(), next(model.parameters()).device
@@ -69,11 +71,18 @@ def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], max_new_
         nll = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="none")
         nll_sum.index_add_(0, torch.tensor(rows, device=device), nll)
         preds = logits.argmax(-1).tolist()
-    answers = None
-    if max_new_tokens:
-        cache.crop(-(cache.get_seq_length() - (P - 1)))  # generate reads the last prompt token again, then goes on
-        answers = generate_replies(model, tok, convs, max_new_tokens, batch_size=B, cache=cache, **gen_kwargs)
-    return nll_sum.tolist(), [rows.count(r) for r in range(B)], preds, targets, answers
+    if keep_cache: cache.crop(-(cache.get_seq_length() - (P - 1)))  # generate reads the last prompt token again
+    return nll_sum.tolist(), [rows.count(r) for r in range(B)], preds, targets, cache if keep_cache else None
+
+def _join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
+    "The rows of `caches` (each left-padded to its own length) as one cache left-padded to the longest, or None."
+    if any(type(l) is not DynamicLayer for c in caches for l in c.layers): return None  # a window, a state: no padding
+    L, out = max(c.get_seq_length() for c in caches), DynamicCache(config=config)
+    for i in range(len(caches[0].layers)):
+        pad = lambda t: torch.nn.functional.pad(t, (0, 0, L - t.shape[-2], 0))  # masked slots: never attended to
+        keys, values = (torch.cat([pad(getattr(c.layers[i], a)) for c in caches]) for a in ("keys", "values"))
+        out.update(keys, values, i)
+    return out
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0007
 @dataclass
@@ -86,9 +95,11 @@ class Scores:
     references: list[int]
     answers: list[str] | None = None
 
+GENERATE_BATCH = 64  # rows generated together: a decode step reads every weight, whatever the number of rows
+
 @torch.no_grad()
 def score_examples(model, tok, examples: list[dict], max_seq_len: int = 512, batch_size: int = 16,
-                   max_new_tokens: int = 0, progress: bool = False) -> Scores:
+                   max_new_tokens: int = 0, progress: bool = False, generate_batch: int = GENERATE_BATCH) -> Scores:
     """The scored tokens of the assistant turns of `examples` and, if `max_new_tokens`, the model's greedy answers
     to their prompts, from one prefill of each prompt (the evaluate lesson turns them into metrics)."""
     from tqdm.auto import tqdm
@@ -99,13 +110,27 @@ def score_examples(model, tok, examples: list[dict], max_seq_len: int = 512, bat
     lengths = _encode_prompts(tok, convs)["attention_mask"].sum(1).tolist()
     order = sorted(range(len(examples)), key=lambda i: lengths[i])  # similar lengths together: little padding
     out = Scores([0.0] * len(examples), [0] * len(examples), [], [], [None] * len(examples) if max_new_tokens else None)
-    starts = range(0, len(order), batch_size)
-    for k in tqdm(starts, desc="scoring", disable=not progress or len(starts) < 2):
-        b = order[k:k + batch_size]
-        s, n, p, t, a = _score_batch(model, tok, [encs[i] for i in b], [convs[i] for i in b], max_new_tokens)
-        out.predictions += p
-        out.references += t
-        for j, i in enumerate(b):
-            out.nll[i], out.tokens[i] = s[j], n[j]
-            if a: out.answers[i] = a[j]
+    # prefills in batches of `batch_size` (a bigger one pads more and runs slower on a CPU), their caches joined to
+    # generate up to `generate_batch` rows at once: on a CPU a decode step costs about the reading of the weights
+    group = max(batch_size, generate_batch) if max_new_tokens else batch_size
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).get_decoder().config
+    bar = tqdm(total=len(order), desc="scoring", disable=not progress or len(order) <= batch_size)
+    for g in range(0, len(order), group):
+        rows, caches = order[g:g + group], []
+        for k in range(0, len(rows), batch_size):
+            b = rows[k:k + batch_size]
+            s, n, p, t, c = _score_batch(model, tok, [encs[i] for i in b], [convs[i] for i in b], bool(max_new_tokens))
+            out.predictions += p
+            out.references += t
+            caches.append(c)
+            for j, i in enumerate(b): out.nll[i], out.tokens[i] = s[j], n[j]
+            bar.update(len(b))
+        if not max_new_tokens: continue
+        joined = _join_caches(caches, config) if len(caches) > 1 else caches[0]
+        parts = [(rows, joined)] if joined is not None else \
+            [(rows[k:k + batch_size], c) for k, c in zip(range(0, len(rows), batch_size), caches)]
+        for r, c in parts:
+            answers = generate_replies(model, tok, [convs[i] for i in r], max_new_tokens, batch_size=len(r), cache=c)
+            for i, a in zip(r, answers): out.answers[i] = a
+    bar.close()
     return out

@@ -97,8 +97,8 @@ def test_one_prefill_gives_the_same_loss_and_answers(base, examples):
     rows = examples + few_shot(examples[:3], examples[3:])  # multi-turn: earlier assistant turns are supervised
     full = answer_loss_full(model, tok, rows, batch_size=4)
     answers, _ = generate_answers(model, tok, rows, max_new_tokens=8, batch_size=4, progress=False)
-    for b in (1, 3):
-        s = score_examples(model, tok, rows, batch_size=b, max_new_tokens=8)
+    for b, g in ((1, 64), (3, 64), (3, 3)):  # prefill caches joined to generate together (up to 64 rows), or not
+        s = score_examples(model, tok, rows, batch_size=b, max_new_tokens=8, generate_batch=g)
         m, got = scored_metrics(s), s.answers
         assert got == answers and m["tokens"] == full["tokens"] and m["token_accuracy"] == full["token_accuracy"]
         # the cache and the smaller products add in another order: 2e-5 relative measured, in fp32
