@@ -22,16 +22,16 @@ def _export_error(message: str):
     return ExportError(message)
 
 # %% auto #0
-__all__ = ['Q', 'GGUF_TYPES', 'GGUF_ARCHS', 'PRE_TOKENIZERS', 'CHATML_TEMPLATE', 'gguf_type', 'pre_tokenizer', 'write_gguf',
+__all__ = ['GGUF_TYPES', 'GGUF_ARCHS', 'PRE_TOKENIZERS', 'CHATML_TEMPLATE', 'gguf_type', 'pre_tokenizer', 'write_gguf',
            'GoTemplateError', 'render_go_template', 'modelfile', 'export_gguf']
 
 # %% ../nbs/api/13_gguf.ipynb #a1c0e007
-Q = gguf.GGMLQuantizationType
+_Q = gguf.GGMLQuantizationType
 GGUF_TYPES = {  # name: (type of the 2-D weights, the file type recorded in general.file_type)
-    "f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
-    "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16), "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
-    "q5_1": (Q.Q5_1, gguf.LlamaFileType.MOSTLY_Q5_1), "q5_0": (Q.Q5_0, gguf.LlamaFileType.MOSTLY_Q5_0),
-    "q4_1": (Q.Q4_1, gguf.LlamaFileType.MOSTLY_Q4_1), "q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
+    "f32": (_Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (_Q.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (_Q.BF16, gguf.LlamaFileType.MOSTLY_BF16), "q8_0": (_Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "q5_1": (_Q.Q5_1, gguf.LlamaFileType.MOSTLY_Q5_1), "q5_0": (_Q.Q5_0, gguf.LlamaFileType.MOSTLY_Q5_0),
+    "q4_1": (_Q.Q4_1, gguf.LlamaFileType.MOSTLY_Q4_1), "q4_0": (_Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
 GGUF_ARCHS = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2}
 # llama.cpp picks its pre-tokenizer (how text is split before BPE) by this name; convert_hf_to_gguf.py finds it by
@@ -55,7 +55,7 @@ def pre_tokenizer(base: str, arch: str) -> str:
                       f"{', '.join(PRE_TOKENIZERS)}; pass pre= (a name from llama.cpp's convert_hf_to_gguf.py)")
 
 # %% ../nbs/api/13_gguf.ipynb #a1c0e00a
-_LOW_BITS = {Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1}
+_LOW_BITS = {_Q.Q4_0, _Q.Q4_1, _Q.Q5_0, _Q.Q5_1}
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     "Llama's q/k rows from HF's half-split rotary layout to llama.cpp's interleaved (convert_hf_to_gguf's permute)."
@@ -143,10 +143,10 @@ def write_gguf(
             data = f.get_tensor(key).astype(np.float32)
             if arch == "LlamaForCausalLM" and key.endswith("q_proj.weight"): data = _permute(data, n_head)
             if arch == "LlamaForCausalLM" and key.endswith("k_proj.weight"): data = _permute(data, n_kv)
-            t = Q.F32 if data.ndim == 1 else Q.Q8_0 if gname == "token_embd.weight" and qtype in _LOW_BITS else qtype
+            t = _Q.F32 if data.ndim == 1 else _Q.Q8_0 if gname == "token_embd.weight" and qtype in _LOW_BITS else qtype
             try: q = gguf.quants.quantize(data, t)
             except gguf.quants.QuantError:  # rows not a multiple of the block size: f16, as llama.cpp's converter does
-                t, q = Q.F16, gguf.quants.quantize(data, Q.F16)
+                t, q = _Q.F16, gguf.quants.quantize(data, _Q.F16)
             w.add_tensor(gname, q, raw_dtype=t)
     try:
         w.write_header_to_file()
