@@ -38,3 +38,12 @@ def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 300, log: P
             out = log.read_text(errors="replace") if log else proc.stdout.read() if proc.stdout else ""
             pytest.fail(f"server {what}:\n{out[-3000:]}")
         time.sleep(0.2)
+
+def train_tiny_run(d: Path, tickets: int = 16, max_steps: int = 2, test_size: int = 2) -> Path:
+    "A run trained for `max_steps` on `tickets` sample tickets in folder `d` (runs/tiny), on the CPU: the slow tests' fixture."
+    from finetune_kit.config import FinetuneConfig
+    from finetune_kit.sample_data import make_support_tickets, write_jsonl
+    from finetune_kit.train import train
+    data = write_jsonl(make_support_tickets(tickets), d/"tickets.jsonl")
+    return train(FinetuneConfig(data=str(data), runs_dir=str(d/"runs"), run_name="tiny", max_steps=max_steps, val_size=2,
+                                test_size=test_size, batch_size=4, logging_steps=1, device="cpu"))

@@ -1,7 +1,7 @@
 "A tiny trained run: `finetune-kit merge` makes a self-contained folder equal to base + adapter; runs share their base when served."
 import json, os, subprocess, sys
 import pytest, torch
-from helpers import run_cli
+from helpers import run_cli, train_tiny_run
 
 pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 
@@ -9,13 +9,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from finetune_kit.config import FinetuneConfig
-    from finetune_kit.sample_data import make_support_tickets, write_jsonl
-    from finetune_kit.train import train
-    d = tmp_path_factory.mktemp("export")
-    data = write_jsonl(make_support_tickets(16), d/"tickets.jsonl")
-    return train(FinetuneConfig(data=str(data), runs_dir=str(d/"runs"), run_name="tiny", max_steps=2, val_size=2, test_size=2,
-                                batch_size=4, logging_steps=1, device="cpu"))
+    return train_tiny_run(tmp_path_factory.mktemp("export"))
 
 @pytest.fixture(scope="module")
 def merged(run):

@@ -1,7 +1,7 @@
 "A tiny trained run exported to GGUF: transformers' GGUF reader gets back the merged model, its tokenizer and template."
 import json
 import pytest, torch
-from helpers import run_cli
+from helpers import run_cli, train_tiny_run
 
 pytestmark = pytest.mark.slow  # trains a run (12 steps: short answers, as a trained run gives) and loads the model four times
 
@@ -10,13 +10,7 @@ F16_ATOL = 0.1  # largest logit difference f16 weights may make (measured 0.04 o
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from finetune_kit.config import FinetuneConfig
-    from finetune_kit.sample_data import make_support_tickets, write_jsonl
-    from finetune_kit.train import train
-    d = tmp_path_factory.mktemp("gguf")
-    data = write_jsonl(make_support_tickets(24), d/"tickets.jsonl")
-    return train(FinetuneConfig(data=str(data), runs_dir=str(d/"runs"), run_name="tiny", max_steps=12, val_size=2, test_size=8,
-                                batch_size=4, logging_steps=1, device="cpu"))
+    return train_tiny_run(tmp_path_factory.mktemp("gguf"), tickets=24, max_steps=12, test_size=8)
 
 @pytest.fixture(scope="module")
 def merged(run):
