@@ -23,7 +23,7 @@ from pathlib import Path
 
 PLAIN = ("plain-fp32", "plain-bf16")
 FAST = ("lora", "freeze", "full")
-TOP = ("lora-top8",)  # LoRA on the top 8 blocks only (`lora_layers: 8`): the backward pass stops below them; not a default
+TOP = ("lora-top8", "lora-top15")  # LoRA on the top N blocks only (`lora_layers: N`, any N): the backward pass stops below
 NOTES = ["I'm routing your ticket to the {t} team; they will reply within one business day.",
          "Thanks for the details. This belongs with {t}, and I've sent it there with your message attached.",
          "{t}. A specialist will follow up by email shortly."]
@@ -58,8 +58,9 @@ def matmul_peak(device: str, dtype_name: str, n: int = 2048, reps: int = 10) -> 
     return 2 * n**3 * reps / best
 
 
-def _strategy(kind: str) -> str: return "lora" if kind in PLAIN + TOP else kind
-def _top(kind: str) -> int | None: return int(kind.removeprefix("lora-top")) if kind in TOP else None
+def _is_top(kind: str) -> bool: return kind.startswith("lora-top") and kind.removeprefix("lora-top").isdigit()
+def _strategy(kind: str) -> str: return "lora" if kind in PLAIN or _is_top(kind) else kind
+def _top(kind: str) -> int | None: return int(kind.removeprefix("lora-top")) if _is_top(kind) else None
 
 
 def fp32_trained_copy(model, kind: str, args):
@@ -154,7 +155,7 @@ def main():
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args)), flush=True); return
     kinds = args.only.split(",")
-    if bad := [k for k in kinds if k not in PLAIN + FAST + TOP]: sys.exit(f"unknown configuration(s) {bad}; choose from {PLAIN + FAST + TOP}")
+    if bad := [k for k in kinds if k not in PLAIN + FAST and not _is_top(k)]: sys.exit(f"unknown configuration(s) {bad}; choose from {PLAIN + FAST + TOP}")
     import torch
     from finetune_kit.model import cpu_has_bf16
     from finetune_kit.workshop import cpu_class

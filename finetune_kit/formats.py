@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/formats.html.md"""
 
 # %% ../nbs/api/07_formats.ipynb #a78a5d8d
 from __future__ import annotations
-import json, os, re
+import itertools, json, os, re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -17,8 +17,9 @@ from .sample_data import sample_path
 # datasets, pandas and pyarrow are imported where they are used: `finetune-kit --help` imports this module
 
 # %% auto #0
-__all__ = ['FORMATS', 'MAX_LINE_BYTES', 'Records', 'Problem', 'ProblemLog', 'DataError', 'detect_format', 'convert_record',
-           'resolve_data_path', 'load_hub_dataset', 'iter_records']
+__all__ = ['FORMATS', 'PREFERENCE_FORMATS', 'MAX_LINE_BYTES', 'Records', 'Problem', 'ProblemLog', 'DataError', 'detect_format',
+           'detect_preference_format', 'convert_record', 'resolve_data_path', 'load_hub_dataset', 'iter_records',
+           'data_kind']
 
 # %% ../nbs/api/07_formats.ipynb #97f5aa23
 @dataclass
@@ -100,6 +101,15 @@ def detect_format(obj) -> str | None:
     if not isinstance(obj, dict): return None
     return next((f for f, keys in FORMATS.items() if keys <= obj.keys()), None)
 
+# preference pairs are read by `finetune_kit.preference` (DPO); they are named here so that an SFT reader can say so
+PREFERENCE_FORMATS = {"openai_preference": {"input", "preferred_output", "non_preferred_output"},
+                      "prompt_chosen_rejected": {"prompt", "chosen", "rejected"}}
+
+def detect_preference_format(obj) -> str | None:
+    "The preference format whose keys `obj` has, or None."
+    if not isinstance(obj, dict): return None
+    return next((f for f, keys in PREFERENCE_FORMATS.items() if keys <= obj.keys()), None)
+
 def _apply_mapping(obj, mapping: dict | None):
     if not mapping or not isinstance(obj, dict): return obj
     return {
@@ -151,6 +161,11 @@ def convert_record(obj, fmt: str | None = None, mapping: dict | None = None) -> 
         return None, [Problem.of("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}")]
     fmt = fmt or detect_format(obj)
     if fmt is None:
+        if pf := detect_preference_format(obj):
+            keys = "+".join(sorted(PREFERENCE_FORMATS[pf]))
+            return None, [Problem.of("(record)", f"preference pair: the keys {keys} are the {pf} format, pairs to "
+                                     "prefer, not examples to copy: tune on them with DPO (`train_preference` in "
+                                     "Python, method dpo in a fine-tuning job)")]
         want = " or ".join("+".join(sorted(k)) for k in FORMATS.values())
         return None, [Problem.of("(record)", f"missing key: found {sorted(map(str, obj))[:8]}, expected {want}")]
     if fmt not in FORMATS:
@@ -321,3 +336,16 @@ def iter_records(data, split: str | None = None, max_line_bytes: int = MAX_LINE_
                 raise DataError.about(path, f"invalid JSON: {e}") from None
             return str(path), _dataset_records(rows)
     return str(path), _jsonl_records(path, max_line_bytes)
+
+# %% ../nbs/api/07_formats.ipynb #7d0b5e2a
+def data_kind(data, look: int = 100) -> str | None:
+    """`preference` (pairs for DPO) or `examples` (for SFT): the kind of the first of `data`'s first `look` records
+    whose format is known; None if none is."""
+    _, records = iter_records(data)
+    try:
+        for _, obj, _ in itertools.islice(records, look):
+            if detect_preference_format(obj): return "preference"
+            if detect_format(obj): return "examples"
+    finally:
+        if hasattr(records, "close"): records.close()  # a file reader: close the file now, not when collected
+    return None

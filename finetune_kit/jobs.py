@@ -43,12 +43,13 @@ def reported_hyperparameters(resolved: dict) -> dict:
 # %% ../nbs/06_jobs.ipynb #8fe56cb3
 def fine_tuned_name(job: dict) -> str:
     "The model name a job's result answers to: `ft:<base>:<suffix>:<first 8 hex digits of the job id>`."
-    return f"ft:{job['model']}:{job.get('suffix') or ''}:{job['id'].split('-', 1)[1][:8]}"
+    base = job["model"].split(":")[1] if job["model"].startswith("ft:") else job["model"]
+    return f"ft:{base}:{job.get('suffix') or ''}:{job['id'].split('-', 1)[1][:8]}"
 
 # %% ../nbs/06_jobs.ipynb #6c29a521
 def job_object(row: dict) -> dict:
     "A job's row as OpenAI's `fine_tuning.job` object."
-    hp = row["hyperparameters"]
+    hp, method = row["hyperparameters"], row.get("method") or "supervised"
     return {
         "id": row["id"],
         "object": "fine_tuning.job",
@@ -56,7 +57,7 @@ def job_object(row: dict) -> dict:
         "error": row["error"],
         "fine_tuned_model": row["fine_tuned_model"],
         "finished_at": row["finished_at"],
-        "hyperparameters": hp,
+        "hyperparameters": {k: v for k, v in hp.items() if k != "beta"},  # OpenAI's top-level ones have no beta
         "model": row["model"],
         "organization_id": "org-local",
         "result_files": row["result_files"] or [],
@@ -69,7 +70,7 @@ def job_object(row: dict) -> dict:
         "integrations": [],
         "metadata": row["metadata"],
         "user_provided_suffix": row["suffix"],
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+        "method": {"type": method, method: {"hyperparameters": hp}},
     }
 
 # %% ../nbs/06_jobs.ipynb #d0fff29f

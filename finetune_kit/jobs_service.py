@@ -22,15 +22,17 @@ from transformers import TrainerCallback
 from .core import FinetuneKitError, atomic_open
 from .config import ConfigError, FinetuneConfig
 from .data import DataError, prepare_data
+from .formats import ProblemLog, data_kind
 from .model import MODEL_ALIASES, ModelError
+from .preference import iter_pairs, resolve_beta
 from .server import APIError, ModelRegistry, create_app, incident, internal_error_message, scrub_paths
 from .train import RunDir, checkpoint_step, read_metrics
 
 # %% auto #0
-__all__ = ['SCHEMA', 'TERMINAL', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'CursorError', 'JobStore', 'file_object',
-           'event_object', 'checkpoint_object', 'list_object', 'parse_hyperparameters', 'parse_job_request',
-           'read_upload', 'check_training_file', 'JobEvents', 'sync_checkpoints', 'run_worker', 'result_csv',
-           'trained_tokens', 'JobServiceBase', 'jobs_router', 'jobs_app']
+__all__ = ['SCHEMA', 'TERMINAL', 'METHODS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'CursorError', 'JobStore',
+           'file_object', 'event_object', 'checkpoint_object', 'list_object', 'job_method', 'parse_hyperparameters',
+           'parse_job_request', 'read_upload', 'check_training_file', 'JobEvents', 'sync_checkpoints', 'run_worker',
+           'result_csv', 'trained_tokens', 'JobServiceBase', 'jobs_router', 'jobs_app']
 
 # %% ../nbs/api/08_jobs_service.ipynb #131e57b0
 SCHEMA = """
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created_at INTEGER, model 
     validation_file TEXT, hyperparameters TEXT, suffix TEXT, seed INTEGER, metadata TEXT, config TEXT, status TEXT,
     error TEXT, fine_tuned_model TEXT,
     started_at INTEGER, finished_at INTEGER, estimated_finish INTEGER, result_files TEXT, trained_tokens INTEGER,
-    attempts INTEGER DEFAULT 0, pid INTEGER);
+    attempts INTEGER DEFAULT 0, pid INTEGER, method TEXT);
 CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, job_id TEXT, created_at INTEGER, level TEXT, type TEXT,
     message TEXT, data TEXT);
 CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id);
@@ -82,6 +84,8 @@ class JobStore:
                 "PRAGMA journal_mode=WAL"
             )  # readers never block the writer: server and worker share the file
             self._db.executescript(SCHEMA)
+            if "method" not in {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN method TEXT")  # a store made before DPO jobs
         self._columns = {
             t: {r["name"] for r in self._db.execute(f"PRAGMA table_info({t})")}
             for t in ("files", "jobs", "events", "checkpoints")
@@ -203,60 +207,73 @@ def list_object(data: list[dict], has_more: bool) -> dict:
 # %% ../nbs/api/08_jobs_service.ipynb #7b7b24ef
 _HYPER = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (1e-3, 100)}
 _SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+METHODS = ("supervised", "dpo")  # OpenAI's method types that run here (reinforcement fine-tuning does not)
+
+def job_method(body: dict) -> str:
+    "The method type a job request asks for: `supervised` (also when it gives no `method`) or `dpo`; else a 400."
+    method = body.get("method")
+    if method is None: return "supervised"
+    if not isinstance(method, dict):
+        raise APIError(400, "method must be an object like {'type': 'supervised', ...} or {'type': 'dpo', ...}",
+                       "method")
+    if method.get("type") not in METHODS:
+        raise APIError(400, f"method type {method.get('type')!r} is not supported: 'supervised' and 'dpo' run locally, "
+                       "reinforcement fine-tuning does not", "method.type")
+    return method["type"]
 
 def parse_hyperparameters(body: dict) -> dict:
-    """The job's `n_epochs`, `batch_size`, `learning_rate_multiplier` from `hyperparameters` or `method`; 400s name the
-    param."""
-    legacy, method = body.get("hyperparameters"), body.get("method")
+    """The job's `n_epochs`, `batch_size`, `learning_rate_multiplier` (and a DPO job's `beta`) from `hyperparameters`
+    or `method`; 400s name the param."""
+    legacy, kind = body.get("hyperparameters"), job_method(body)
     hp, where = legacy or {}, "hyperparameters"
-    if method is not None:
-        if not isinstance(method, dict):
-            raise APIError(400, "method must be an object like {'type': 'supervised', ...}", "method")
-        if method.get("type") != "supervised":
-            raise APIError(
-                400,
-                f"method type {method.get('type')!r} is not supported: only 'supervised' fine-tuning runs locally",
-                "method.type",
-            )
-        sup = method.get("supervised") or {}
-        if not isinstance(sup, dict): raise APIError(400, "method.supervised must be an object", "method.supervised")
-        if sup.get("hyperparameters"):
+    if body.get("method") is not None:
+        sub = body["method"].get(kind) or {}
+        if not isinstance(sub, dict): raise APIError(400, f"method.{kind} must be an object", f"method.{kind}")
+        if sub.get("hyperparameters"):
             if legacy:
-                raise APIError(
-                    400,
-                    "give hyperparameters either at the top level or in method.supervised, not both",
-                    "hyperparameters",
-                )
-            hp, where = sup["hyperparameters"], "method.supervised.hyperparameters"
+                raise APIError(400, f"give hyperparameters either at the top level or in method.{kind}, not both",
+                               "hyperparameters")
+            hp, where = sub["hyperparameters"], f"method.{kind}.hyperparameters"
+    if legacy and kind == "dpo" and where == "hyperparameters":
+        raise APIError(400, "top-level hyperparameters are for supervised jobs: give a DPO job's in "
+                       "method.dpo.hyperparameters", "hyperparameters")
+    allowed = [*_HYPER, "beta"] if kind == "dpo" else list(_HYPER)
     if not isinstance(hp, dict): raise APIError(400, f"{where} must be an object", where)
-    if unknown := set(hp) - set(_HYPER):
+    if unknown := set(hp) - set(allowed):
+        dpo_only = " (beta is a DPO hyperparameter: method type 'dpo')" if "beta" in unknown else ""
         raise APIError(
             400,
-            f"unknown hyperparameter(s): {', '.join(sorted(map(str, unknown)))} (expected {', '.join(_HYPER)})",
+            f"unknown hyperparameter(s): {', '.join(sorted(map(str, unknown)))} (expected {', '.join(allowed)})"
+            + dpo_only,
             f"{where}.{sorted(map(str, unknown))[0]}",
         )
     out = {}
     for k, (lo, hi) in _HYPER.items():
         v = hp.get(k, "auto")
         if v is None: v = "auto"
-        kind = float if k == "learning_rate_multiplier" else int
+        num = float if k == "learning_rate_multiplier" else int
         ok = v == "auto" or (
             not isinstance(v, bool)
             and isinstance(v, (int, float))
-            and (kind is float or float(v).is_integer())
+            and (num is float or float(v).is_integer())
             and lo <= v <= hi
         )
         if not ok:
             raise APIError(
                 400,
-                f"{k} must be 'auto' or {'a number' if kind is float else 'an integer'} from {lo} to {hi}, got {v!r}",
+                f"{k} must be 'auto' or {'a number' if num is float else 'an integer'} from {lo} to {hi}, got {v!r}",
                 f"{where}.{k}",
             )
-        out[k] = v if v == "auto" else kind(v)
+        out[k] = v if v == "auto" else num(v)
+    if "beta" in allowed:  # checked by the preference stage's own rule
+        beta = "auto" if hp.get("beta") is None else hp["beta"]
+        try: out["beta"] = resolve_beta(beta)[0] if beta != "auto" else "auto"
+        except ConfigError as e: raise APIError(400, str(e), f"{where}.beta") from None
     return out
 
 def parse_job_request(body, models: list[str]) -> dict:
-    "Check a `POST /v1/fine_tuning/jobs` body; the job's fields (files still to be looked up)."
+    """Check a `POST /v1/fine_tuning/jobs` body; the job's fields (files still to be looked up). `models`: the names a
+    job may fine-tune, base models and this server's `ft:` models (SFT, then DPO on the result)."""
     if not isinstance(body, dict): raise APIError(400, "the request body must be a JSON object", None)
     model = body.get("model")
     if not isinstance(model, str) or model not in models:
@@ -291,6 +308,7 @@ def parse_job_request(body, models: list[str]) -> dict:
         seed=secrets.randbelow(2**31) if seed is None else seed,
         metadata=meta,
         hyperparameters=parse_hyperparameters(body),
+        method=job_method(body),
     )
 
 # %% ../nbs/api/08_jobs_service.ipynb #1d0c270e
@@ -314,11 +332,21 @@ async def read_upload(request: Request, max_bytes: int):
     try: return await MultiPartParser(request.headers, capped(), max_files=1, max_fields=8).parse()
     except MultiPartException as e: raise APIError(400, f"malformed multipart upload: {e.message}", "file") from None
 
+def _count_pairs(path: Path) -> int:
+    "The preference pairs in `path`, read in one streaming pass; a `DataError` with every problem."
+    log = ProblemLog()
+    n = sum(1 for _ in iter_pairs(path, log))
+    if log.n_errors: raise DataError(log.problems, log=log)
+    if not n: raise DataError.about(path, "no preference pairs: the file is empty")
+    return n
+
 def check_training_file(path: Path, filename: str) -> int:
-    """The number of examples in an uploaded JSONL file; `APIError` 400 with every problem located by `filename`, line
-    and field."""
+    """The number of examples (or preference pairs) in an uploaded JSONL file; `APIError` 400 with every problem
+    located by `filename`, line and field."""
     # one streaming pass, as `finetune-kit data prepare` reads: memory stays flat however large the file
-    try: return prepare_data(path, None, strict=True, clean=None, dedup=False).read
+    try:
+        if data_kind(path) == "preference": return _count_pairs(path)
+        return prepare_data(path, None, strict=True, clean=None, dedup=False).read
     except DataError as e:
         raise APIError(
             400, f"invalid training file {filename}: " + str(e).replace(str(path), filename), "file", "invalid_file"
@@ -333,6 +361,8 @@ def _metrics(logs: dict) -> dict:
         "mean_token_accuracy": "train_mean_token_accuracy",
         "eval_loss": "valid_loss",
         "eval_token_accuracy": "valid_mean_token_accuracy",
+        "rewards/accuracies": "train_reward_accuracy",  # DPO: how often the preferred answer gains more
+        "eval_rewards/accuracies": "valid_reward_accuracy",
     }
     return {new: float(logs[old]) for old, new in names.items() if isinstance(logs.get(old), (int, float))}
 
@@ -430,30 +460,47 @@ def _error(e: BaseException, job: dict, store: JobStore) -> dict:
     }
 
 
+def _job_model(store: JobStore, job: dict, jdir: Path) -> str:
+    "The model a job trains: its base model's name, or for an `ft:` model the merged weights of the job that made it."
+    model = job["model"]
+    if not model.startswith("ft:"): return model
+    out = jdir/"base"
+    if (out/"config.json").is_file(): return str(out)  # merged by an earlier attempt (saved whole, or not at all)
+    made = store.query("SELECT id FROM jobs WHERE fine_tuned_model = ? AND status = 'succeeded'", model)
+    if not made: raise ModelError(f"model {model!r}: no succeeded job of this server made it")
+    from finetune_kit.deploy import merge_and_save
+    shutil.rmtree(out, ignore_errors=True)
+    # the adapter merged into its base: the new job's reference model is the fine-tuned one, as DPO wants after SFT
+    try: merge_and_save(store.job_dir(made[0]["id"])/"run", out)
+    except FinetuneKitError as e: raise ModelError(f"model {model!r}: {e}") from None
+    return str(out)
+
 def run_worker(state_dir: str | Path, job_id: str) -> int:
     "Train job `job_id` (or resume it from its newest complete checkpoint); write `outcome.json`; the exit status."
+    from finetune_kit.preference import resume_preference, train_preference
     from finetune_kit.train import resume_run, train
     jdir = Path(state_dir).expanduser().resolve()/"jobs"/job_id
     try: store = JobStore(state_dir, create=False)  # never a new, empty store: the job would not be in it
     except FinetuneKitError as e: return _write_outcome(jdir, _lost(job_id, str(e)))
     job = store.get("jobs", job_id)
     if job is None: return _write_outcome(jdir, _lost(job_id, f"job {job_id} is not in the store at {store.dir}"))
-    run_dir, events = jdir/"run", JobEvents(store, job_id)
+    run_dir, events, dpo = jdir/"run", JobEvents(store, job_id), job.get("method") == "dpo"
     try:
         if RunDir(run_dir).is_run and RunDir(run_dir).latest_checkpoint():
             sync_checkpoints(store, job_id, run_dir)
-            resume_run(run_dir, callbacks=[events])
+            (resume_preference if dpo else resume_run)(run_dir, callbacks=[events])
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that died before its first checkpoint: start over
             val = job["validation_file"]
             cfg = FinetuneConfig(
-                **job["config"],
+                **{**job["config"], "model": _job_model(store, job, jdir)},
                 data=str(store.file_path(job["training_file"])),
                 runs_dir=str(jdir),
                 run_name="run",
                 validation_data=str(store.file_path(val)) if val else None,
             )
-            train(cfg, callbacks=[events])
+            if dpo: train_preference(cfg, beta=job["hyperparameters"]["beta"], callbacks=[events])
+            else: train(cfg, callbacks=[events])
         outcome = {"ok": True}
     except Exception as e:
         traceback.print_exc()
@@ -744,7 +791,9 @@ def _succeed(self: JobServiceBase, job_id: str) -> None:
     job, run_dir = self.store.get("jobs", job_id), self.store.job_dir(job_id)/"run"
     rid = new_id("file")
     with atomic_open(self.store.file_path(rid)) as f: f.write(result_csv(run_dir))
-    hp = self.reported_hyperparameters(json.loads(RunDir(run_dir).hyperparameters.read_text())["resolved"])
+    record = json.loads(RunDir(run_dir).hyperparameters.read_text())
+    hp = self.reported_hyperparameters(record["resolved"])
+    if "beta" in record: hp["beta"] = record["beta"]["value"]  # a DPO run's, `auto` resolved
     name = self.model_name(job)
     with self.store.transaction():
         done = self.store.update("jobs", job_id, expect=("running",), status="succeeded", fine_tuned_model=name,
@@ -847,7 +896,7 @@ def delete_model(self: JobServiceBase, name: str) -> dict:
                        "model", "model_not_found")
     if self.registry is not None: self.registry.remove(name)
     run = RunDir(self.store.job_dir(jobs[0]["id"])/"run")
-    for d in (run.adapter, run.model, run.checkpoints): shutil.rmtree(d, ignore_errors=True)
+    for d in (run.adapter, run.model, run.checkpoints, run.path.parent/"base"): shutil.rmtree(d, ignore_errors=True)
     sync_checkpoints(self.store, jobs[0]["id"], run.path)
     self.store.add_event(jobs[0]["id"], f"Fine-tuned model deleted: {name}")
     return {"id": name, "object": "model", "deleted": True}
@@ -867,8 +916,17 @@ def delete_file(self: JobServiceBase, file_id: str) -> dict:
         for split in ("train", "validation", "test"): run.split(split).unlink(missing_ok=True)
     return {"id": f["id"], "object": "file", "deleted": True}
 
+_WRONG_KIND = {
+    "dpo": "holds examples for supervised fine-tuning, not preference pairs: a DPO job needs lines with input, "
+           "preferred_output and non_preferred_output (or prompt, chosen and rejected); give this file to a job with "
+           "method type 'supervised'",
+    "supervised": "holds preference pairs, not examples: tune on them with method {'type': 'dpo'}, or upload examples "
+                  "(messages) for a supervised job",
+}
+
 @patch
-def _usable_file(self: JobServiceBase, file_id: str | None, param: str) -> None:
+def _usable_file(self: JobServiceBase, file_id: str | None, param: str, method: str = "supervised") -> None:
+    "A 400 unless `file_id` is an uploaded `fine-tune` file of the kind `method` trains on."
     if file_id is None: return
     f = self.store.get("files", file_id) if valid_id(file_id, "file") else None
     if f is None:
@@ -876,6 +934,16 @@ def _usable_file(self: JobServiceBase, file_id: str | None, param: str) -> None:
                        "invalid_file")
     if f["purpose"] != "fine-tune":
         raise APIError(400, f"{param} {file_id} has purpose {f['purpose']!r}, not 'fine-tune'", param, "invalid_file")
+    kind = data_kind(self.store.file_path(file_id))  # checked whole at upload: its first records tell its kind
+    if kind is not None and kind != ("preference" if method == "dpo" else "examples"):
+        raise APIError(400, f"{param} {file_id} ({f['filename']}) {_WRONG_KIND[method]}", param, "invalid_file")
+
+@patch
+def fine_tuned_models(self: JobServiceBase) -> list[str]:
+    "The `ft:` models of this server's succeeded jobs whose weights are still there: a new job may start from one."
+    jobs = self.store.query("SELECT * FROM jobs WHERE status = 'succeeded' AND fine_tuned_model IS NOT NULL")
+    run = lambda j: RunDir(self.store.job_dir(j["id"])/"run")
+    return [j["fine_tuned_model"] for j in jobs if run(j).adapter.is_dir() or run(j).model.is_dir()]
 
 # %% ../nbs/api/08_jobs_service.ipynb #6e7d8f85
 def _quota(what: str, limit: str) -> APIError:
@@ -919,9 +987,9 @@ async def upload(self: JobServiceBase, request: Request) -> dict:
 @patch
 def create_job(self: JobServiceBase, body) -> dict:
     "A new job row from a request body (checked), `validating_files`; the scheduler takes it from there."
-    spec = parse_job_request(body, self.models)
-    self._usable_file(spec["training_file"], "training_file")
-    self._usable_file(spec["validation_file"], "validation_file")
+    spec = parse_job_request(body, self.models + self.fine_tuned_models())
+    self._usable_file(spec["training_file"], "training_file", spec["method"])
+    self._usable_file(spec["validation_file"], "validation_file", spec["method"])
     pending = self.store.query("SELECT COUNT(*) AS n FROM jobs WHERE status NOT IN (?, ?, ?)", *TERMINAL)[0]["n"]
     if pending >= self.max_pending_jobs:
         raise _quota(f"{pending} jobs are waiting or running", f"{self.max_pending_jobs} jobs")

@@ -18,7 +18,8 @@ from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 
 from finetune_kit.config import (ConfigError, FinetuneConfig, load_config, resolve_auto, save_config, smoke_cap,
     smoke_limits)
-from .formats import DataError, Problem, ProblemLog, detect_format, iter_records
+from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, detect_format,
+    detect_preference_format, iter_records)
 from .data import ChatCollator, check_message, encode_chat, split_examples
 from .model import count_parameters, load_model, pick_device, pick_precision, setup_strategy
 from .model_sources import describe_source, model_source
@@ -27,22 +28,16 @@ from .sample_data import write_jsonl
 from .train import FinetuneTrainer, load_run, training_arguments
 
 # %% auto #0
-__all__ = ['PREFERENCE_FORMATS', 'AUTO_BETA', 'ADAPTER_STRATEGIES', 'detect_preference_format', 'convert_pair', 'iter_pairs',
-           'load_pairs', 'encode_pair', 'tokenize_pairs', 'PairCollator', 'answer_logps', 'dpo_loss', 'reference_logps',
-           'preference_loss', 'resolve_beta', 'PreferenceTrainer', 'split_pairs', 'train_preference',
-           'resume_preference', 'preference_scores', 'evaluate_preferences']
+__all__ = ['AUTO_BETA', 'ADAPTER_STRATEGIES', 'convert_pair', 'iter_pairs', 'load_pairs', 'encode_pair', 'tokenize_pairs',
+           'PairCollator', 'answer_logps', 'dpo_loss', 'reference_logps', 'preference_loss', 'resolve_beta',
+           'PreferenceTrainer', 'split_pairs', 'train_preference', 'resume_preference', 'preference_scores',
+           'evaluate_preferences']
 
 # %% ../nbs/api/14_preference.ipynb #d4bc16b5
-PREFERENCE_FORMATS = {"openai_preference": {"input", "preferred_output", "non_preferred_output"},
-                      "prompt_chosen_rejected": {"prompt", "chosen", "rejected"}}
+# `PREFERENCE_FORMATS` and `detect_preference_format` are the formats module's: the SFT reader names them too
 _ANSWER_KEYS = {"openai_preference": ("input", "preferred_output", "non_preferred_output"),
                 "prompt_chosen_rejected": ("prompt", "chosen", "rejected")}
 _PAIR_OPTIONAL = {"id", "group", "system"}  # top-level keys a pair may carry besides its format's
-
-def detect_preference_format(obj) -> str | None:
-    "The preference format whose keys `obj` has, or None."
-    if not isinstance(obj, dict): return None
-    return next((f for f, keys in PREFERENCE_FORMATS.items() if keys <= obj.keys()), None)
 
 def _turns(v, field: str, role: str) -> tuple[list, list[Problem]]:
     "A string (one `role` turn) or a list of messages, as messages; problems named by `field`."
@@ -62,6 +57,12 @@ def _answer(v, field: str) -> tuple[list, list[Problem]]:
     return msgs, probs
 
 # %% ../nbs/api/14_preference.ipynb #8efc07a6
+def _sft_hint(obj) -> str:
+    "What to do with an SFT record given where pairs were expected ('' if it is not one)."
+    fmt = detect_format(obj)
+    if not fmt: return ""
+    return f" (format {fmt}: examples to copy, not pairs; fine-tune them with `train`, or method supervised in a job)"
+
 def convert_pair(obj, fmt: str | None = None) -> tuple[dict | None, list[Problem]]:
     "One preference record as `{prompt, chosen, rejected}` message lists (None: unusable), and its problems."
     if not isinstance(obj, dict):
@@ -69,13 +70,13 @@ def convert_pair(obj, fmt: str | None = None) -> tuple[dict | None, list[Problem
     fmt = fmt or detect_preference_format(obj)
     if fmt is None:
         want = " or ".join("+".join(sorted(k)) for k in PREFERENCE_FORMATS.values())
-        hint = " (an SFT file? train it with `train`)" if detect_format(obj) else ""
+        hint = _sft_hint(obj)
         return None, [Problem.of("(record)", f"missing key: found {sorted(map(str, obj))[:8]}, expected {want}{hint}")]
     if fmt not in PREFERENCE_FORMATS:
         known = ", ".join(PREFERENCE_FORMATS)
         raise DataError.about("(format)", f"unknown format: {fmt!r} (expected one of {known})", "fmt")
     if missing := PREFERENCE_FORMATS[fmt] - obj.keys():
-        hint = " (an SFT file? train it with `train`)" if detect_format(obj) else ""
+        hint = _sft_hint(obj)
         return None, [Problem.of("(record)", f"missing key: {', '.join(sorted(missing))} (format {fmt}){hint}")]
     probs = []
     if unknown := obj.keys() - PREFERENCE_FORMATS[fmt] - _PAIR_OPTIONAL:
@@ -248,8 +249,10 @@ def _write_pair_run(cfg: FinetuneConfig, rcfg: FinetuneConfig, record: dict, spl
     run.base_model.write_text(json.dumps(source, indent=2))
     run.hyperparameters.write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
     for k, rows in splits.items(): write_jsonl(rows, run.split(k))
-    report = {k: {"pairs": len(splits[k])} | ({"dropped": len(splits[k]) - len(data[k])} if k in data else {})
-              for k in splits}
+    report = {k: {"pairs": len(splits[k])} for k in splits}
+    for k, ds in data.items():  # tokens of both sequences of each pair: what one epoch processes
+        tokens = sum(map(len, ds["chosen_input_ids"])) + sum(map(len, ds["rejected_input_ids"]))
+        report[k].update(tokens=tokens, dropped=len(splits[k]) - len(ds))
     run.data_report.write_text(json.dumps(report, indent=2))
 
 def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = None, resume_from: Path | None = None,

@@ -6,14 +6,17 @@ Docs: https://finetune-kit.github.io/finetune_kit/speed.html.md"""
 
 # %% ../nbs/03a_speed.ipynb #52c590d2
 from __future__ import annotations
-import contextlib, types
+import contextlib, inspect, types
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 # %% auto #0
-__all__ = ['EAGER_ATTENTION_MAX_LEN', 'fast_lora_forward', 'use_fast_lora', 'cast_frozen', 'supervised_positions',
-           'SupervisedHead', 'supervised_loss', 'attention_for', 'speed_setup']
+__all__ = ['MIN_SHARED_PREFIX', 'EAGER_ATTENTION_MAX_LEN', 'fast_lora_forward', 'use_fast_lora', 'cast_frozen',
+           'supervised_positions', 'SupervisedHead', 'shared_prefix_length', 'can_share_prefix', 'shared_prefix_cache',
+           'supervised_loss', 'attention_for', 'speed_setup']
 
 # %% ../nbs/03a_speed.ipynb #d9ea6ea0
 def fast_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -82,16 +85,59 @@ class SupervisedHead:
 
     def remove(self): self.handle.remove()
 
+# %% ../nbs/03a_speed.ipynb #a3c51e11
+MIN_SHARED_PREFIX = 16  # tokens: a shorter shared beginning saves less than the extra pass costs
+
+def shared_prefix_length(inputs: dict) -> int:
+    "Leading tokens that every row of a right-padded batch shares and that predict no target (0 if under the minimum)."
+    ids, labels, mask = inputs["input_ids"], inputs["labels"], inputs.get("attention_mask")
+    if len(ids) < 2 or mask is None or "position_ids" in inputs: return 0
+    same = int((ids == ids[:1]).all(0).long().cumprod(0).sum())
+    supervised = (labels != -100).any(0).nonzero()
+    first = int(supervised[0]) if len(supervised) else ids.shape[1]
+    # position p predicts token p + 1, so the prefix ends before the first target; every row keeps a token of its own
+    n = min(same, first - 1, int(mask.sum(1).min()) - 1)
+    return n if n >= MIN_SHARED_PREFIX and bool(mask[:, :n].all()) else 0
+
+def _cache_kwarg(model) -> str:
+    "The name a model's forward gives its KV cache (`cache` in recent transformers, `past_key_values` before)."
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+def can_share_prefix(model) -> bool:
+    "Whether `model` (PEFT or plain causal LM, not wrapped for several processes) can run a shared prefix once."
+    if hasattr(model, "module"): return False  # DDP: every forward must go through the wrapper
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return (hasattr(base, "get_decoder") and not getattr(base, "is_gradient_checkpointing", False)
+            and base.config._attn_implementation in ("eager", "sdpa"))
+
+def shared_prefix_cache(model, prefix: torch.Tensor, rows: int) -> DynamicCache | None:
+    "The KV cache of `prefix` (`[1, n]` token ids) from one pass, repeated for `rows` rows; None if not plain."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache = DynamicCache(config=base.config)
+    if any(type(layer) is not DynamicLayer for layer in cache.layers): return None
+    decoder = base.get_decoder()
+    decoder(input_ids=prefix, use_cache=True, **{_cache_kwarg(decoder): cache})
+    cache.batch_repeat_interleave(rows)  # a differentiable copy: each row's gradient flows back to the one pass
+    return cache
+
 # %% ../nbs/03a_speed.ipynb #00b10f03
 def supervised_loss(model, inputs: dict, head: SupervisedHead, num_items: int | torch.Tensor | None = None):
     """(loss, flat positions, predicted tokens, targets) of a causal LM batch with `labels`, computed at supervised
-    positions only."""
+    positions only, and the beginning that all rows share computed once."""
     labels = inputs["labels"]
     kw = {k: v for k, v in inputs.items() if k != "labels"}
-    with head.select(labels) as (pos, targets):
+    n = shared_prefix_length(inputs) if can_share_prefix(model) else 0
+    cache = shared_prefix_cache(model, kw["input_ids"][:1, :n], len(labels)) if n else None
+    if cache is not None:  # the rows run from token n on, against the shared cache (the mask still covers all)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        kw |= {"input_ids": kw["input_ids"][:, n:], _cache_kwarg(base): cache}
+    rest = labels[:, n:] if cache is not None else labels
+    with head.select(rest) as (pos, targets):
         logits = model(**kw, use_cache=False).logits
     if logits.dim() == 3:  # the hook did not apply (an unusual model): fall back to full logits
         logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)
+    if cache is not None:  # positions in the whole batch, as the caller indexes it
+        pos = pos // rest.shape[1] * labels.shape[1] + n + pos % rest.shape[1]
     logits = logits.float()
     loss = F.cross_entropy(logits, targets, reduction="sum") / (
         num_items if num_items is not None else max(len(targets), 1)

@@ -163,7 +163,7 @@ def test_bad_requests_and_unknown_ids(api, finished):
              (dict(training_file="file-0123456789abcdef01234567"), "training_file"),
              (dict(hyperparameters={"n_epochs": 0}), "hyperparameters.n_epochs"),
              (dict(hyperparameters={"batch_size": "big"}), "hyperparameters.batch_size"),
-             (dict(method={"type": "dpo", "dpo": {}}), "method.type"),
+             (dict(method={"type": "dpo", "dpo": {}}), "training_file"),  # chat examples, not preference pairs
              (dict(method={"type": "reinforcement"}), "method.type"),
              (dict(suffix="a:b"), "suffix"), (dict(seed=-1), "seed")]
     for extra, param in cases:
