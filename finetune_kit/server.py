@@ -27,14 +27,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .core import FinetuneKitError, library_quiet
 from .model import load_model, load_tokenizer, resolve_model
+from .scoring import _join_caches, _shared_prefix
 from .train import RunDir, RunError, run_base_model
 
 # %% auto #0
-__all__ = ['log', 'MAX_STOPS', 'MAX_STOP_CHARS', 'UVICORN_LIMITS', 'APIError', 'scrub_paths', 'incident',
-           'internal_error_message', 'error_response', 'install_error_handlers', 'source_name', 'parse_sources',
-           'source_weights', 'ModelRegistry', 'context_length', 'render_chat', 'generate_reply', 'ChatRequest',
-           'chat_router', 'host_name', 'is_loopback', 'host_allowed', 'default_allowed_hosts', 'create_app',
-           'build_app', 'serve', 'ServerThread']
+__all__ = ['log', 'PREFIX_MIN_TOKENS', 'PREFIX_HISTORY', 'MAX_STOPS', 'MAX_STOP_CHARS', 'UVICORN_LIMITS', 'APIError',
+           'scrub_paths', 'incident', 'internal_error_message', 'error_response', 'install_error_handlers',
+           'source_name', 'parse_sources', 'source_weights', 'ModelRegistry', 'context_length', 'render_chat',
+           'generate_reply', 'ChatRequest', 'chat_router', 'host_name', 'is_loopback', 'host_allowed',
+           'default_allowed_hosts', 'create_app', 'build_app', 'serve', 'ServerThread']
 
 # %% ../nbs/api/04_server.ipynb #119e8012
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -170,6 +171,16 @@ class _Weights:
         self.lock = threading.Lock()  # held while loading or generating: one request (or one batch) at a time
         self.scheduler = None  # with batching on: the `_Scheduler` generating on these weights
 
+    def forget_adapter(self, aid: str):
+        "Delete PEFT adapter `aid` from the model, and the prefixes cached with it."
+        self.model.delete_adapter(aid)
+        if self.scheduler: self.scheduler.prefixes.forget(aid)
+
+    def unload(self):
+        "Let the model, its adapters and its cached prefixes go."
+        self.model, self.adapters = None, OrderedDict()
+        if self.scheduler: self.scheduler.prefixes.clear()
+
 class _Served:
     "One served name: its source and, once used, its tokenizer, weights and adapter folder."
     def __init__(self, name: str, source: str, max_queue: int):
@@ -185,9 +196,12 @@ class ModelRegistry:
                  max_adapters: int = 8,  # adapters loaded per base; the least recent goes
                  max_generations: int = 2,  # requests (or, batching, batches) generating at once, across all models
                  batching: bool = True,  # generate concurrent requests to one model together (continuous batching)
-                 max_batch: int = 16):  # requests generated together in one batch, with batching on
+                 max_batch: int = 16,  # requests generated together in one batch, with batching on
+                 batch_wait_ms: float = 50,  # with batching, how long an empty batch waits for more requests to join
+                 prefix_cache_mb: float = 128):  # with batching, KV of shared prompt prefixes kept per model; 0: none
         self.device, self.max_queue, self.max_models, self.max_adapters = device, max_queue, max_models, max_adapters
-        self.batching, self.max_batch = batching, max_batch
+        self.batching, self.max_batch, self.batch_wait_ms = batching, max_batch, batch_wait_ms
+        self.prefix_bytes = int(prefix_cache_mb * 2**20)
         self._models: dict[str, _Served] = {}
         self._weights: OrderedDict[str, _Weights] = OrderedDict()  # by folder, least recently used first
         self._lock = threading.RLock()
@@ -207,7 +221,7 @@ class ModelRegistry:
         w = e and e.weights
         if w and name in w.adapters:
             with w.lock:
-                if w.model is not None and name in w.adapters: w.model.delete_adapter(w.adapters.pop(name))
+                if w.model is not None and name in w.adapters: w.forget_adapter(w.adapters.pop(name))
 
     def names(self) -> list[str]:
         with self._lock: return sorted(self._models)
@@ -252,7 +266,7 @@ def _make_room(self: ModelRegistry, keep: _Weights) -> None:
     with self._lock: loaded = [w for w in self._weights.values() if w.model is not None and w is not keep]
     for w in loaded[:max(0, len(loaded) - self.max_models + 1)]:
         if w.lock.acquire(blocking=False):  # weights in use stay: memory is over the bound until they are done
-            w.model, w.adapters = None, OrderedDict()
+            w.unload()
             w.lock.release()
 
 @patch
@@ -261,7 +275,7 @@ def _activate(self: ModelRegistry, w: _Weights, e: _Served):
     if e.adapter_dir is None: return w.model
     from peft import PeftModel
     if e.name not in w.adapters:
-        while len(w.adapters) >= self.max_adapters: w.model.delete_adapter(w.adapters.popitem(last=False)[1])
+        while len(w.adapters) >= self.max_adapters: w.forget_adapter(w.adapters.popitem(last=False)[1])
         aid = f"a{next(self._adapter_ids)}"
         try:
             with library_quiet(r".*is_gradient_checkpointing"):
@@ -455,6 +469,86 @@ def _batchable(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
+# %% ../nbs/api/04_server.ipynb #3e83756f
+PREFIX_MIN_TOKENS = 16  # a prefix is cached when it saves a request at least this many tokens of prefill
+PREFIX_HISTORY = 32  # recent prompts that a new prompt is compared with, to find a shared prefix
+
+def _cache_bytes(cache: DynamicCache) -> int:
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+class _PrefixCache:
+    "KV caches of prompt prefixes that requests share (a system prompt), per adapter; bounded in bytes, LRU."
+    # hand-written: transformers reuses a prefix's cache only within one `generate` call, never across requests
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes, self.hits = max_bytes, 0, 0  # hits: prompts that started from a stored entry
+        self.entries: OrderedDict[tuple, DynamicCache] = OrderedDict()  # (owner, token ids) -> one row's cache
+        self.recent: deque = deque(maxlen=PREFIX_HISTORY)  # (owner, token ids) of the latest prompts
+
+    def clear(self):
+        "Drop every entry (the weights are unloaded)."
+        self.entries, self.bytes, self.recent = OrderedDict(), 0, deque(maxlen=PREFIX_HISTORY)
+
+    def forget(self, owner: str):
+        "Drop the entries and prompts of adapter `owner` (it is deleted)."
+        for key in [k for k in self.entries if k[0] == owner]: self.bytes -= _cache_bytes(self.entries.pop(key))
+        self.recent = deque(((o, p) for o, p in self.recent if o != owner), maxlen=PREFIX_HISTORY)
+
+    def _longest(self, owner, ids: list[int]) -> tuple[int, DynamicCache | None]:
+        "(length, cache) of the longest stored prefix of `ids` that leaves a token to run; (0, None) if none."
+        fits = [k for k in self.entries if k[0] == owner and len(k[1]) < len(ids) and tuple(ids[:len(k[1])]) == k[1]]
+        if not fits: return 0, None
+        best = max(fits, key=lambda k: len(k[1]))
+        self.entries.move_to_end(best)
+        return len(best[1]), self.entries[best]
+
+    def _store(self, owner, ids: list[int], cache: DynamicCache):
+        size = _cache_bytes(cache)
+        if size > self.max_bytes: return
+        while self.bytes + size > self.max_bytes: self.bytes -= _cache_bytes(self.entries.popitem(last=False)[1])
+        self.entries[(owner, tuple(ids))] = cache
+        self.bytes += size
+
+    def _make(self, model, owner, ids: list[int], n: int, start: DynamicCache | None) -> DynamicCache:
+        "The cache of `ids`, run on top of `start` (the cache of its first `n` tokens, or None), stored."
+        device = next(model.parameters()).device
+        past = None if start is None else _join_caches([start], model.config)  # a new object: `start` stays as is
+        out = model(input_ids=torch.tensor([ids[n:]], device=device), attention_mask=torch.ones(1, len(ids),
+                    dtype=torch.long, device=device), position_ids=torch.arange(n, len(ids), device=device)[None],
+                    cache=past, use_cache=True, logits_to_keep=1)
+        self._store(owner, ids, out.cache)
+        return out.cache
+
+    def find(self, model, owner, prompts: list[list[int]]) -> list[DynamicCache | None]:
+        """For each of `prompts`, the cache of its longest cached prefix, made now if it shares enough with another
+        recent prompt; None where there is none. `owner`: the adapter active on `model` (None: the base)."""
+        out = []
+        for i, ids in enumerate(prompts):
+            n, cache = self._longest(owner, ids)
+            others = [p for j, p in enumerate(prompts) if j != i] + [p for o, p in self.recent if o == owner]
+            shared = min(max((_shared_prefix(ids, p) for p in others), default=0), len(ids) - 1)
+            if shared >= n + PREFIX_MIN_TOKENS: cache = self._make(model, owner, ids[:shared], n, cache)
+            else: self.hits += cache is not None
+            out.append(cache)
+        self.recent.extend((owner, ids) for ids in prompts)
+        return out
+
+def _prefill_inputs(prompts: list[list[int]], starts: list[DynamicCache | None], config, device):
+    """(token ids, attention mask, position ids, cache) of one forward pass that runs each prompt after its cached
+    prefix in `starts` (None: from the start): prefixes and rests are each left-padded to the longest."""
+    ks = [0 if c is None else c.get_seq_length() for c in starts]
+    rest = [p[k:] for p, k in zip(prompts, ks)]
+    K, S = max(ks), max(map(len, rest))
+    x = torch.tensor([[0] * (S - len(r)) + r for r in rest], device=device)
+    mask = torch.tensor([[0] * (K - k) + [1] * k + [0] * (S - len(r)) + [1] * len(r) for k, r in zip(ks, rest)],
+                        device=device)
+    positions = torch.tensor(ks, device=device)[:, None] + (mask[:, K:].cumsum(1) - 1).clamp(min=0)
+    if not K: return x, mask, positions, None
+    some = next(c for c in starts if c is not None)
+    none = DynamicCache(config=config)  # the zero-length prefix of a row that has none
+    for i, layer in enumerate(some.layers): none.update(layer.keys[:, :, :0], layer.values[:, :, :0], i)
+    return x, mask, positions, _join_caches([none if c is None else c for c in starts], config)
+
+
 # %% ../nbs/api/04_server.ipynb #ea23125e
 @dataclass(eq=False)  # rows and requests are compared and hashed by identity
 class _Request:
@@ -499,14 +593,12 @@ class _Batch:
     "The running rows and their KV cache, left-padded to one length; `mask` marks the real (non-padding) positions."
     def __init__(self): self.rows, self.cache, self.mask = [], None, None
 
-    def add(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor):
+    def add(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor, config):
         "Append `rows`, whose prompts' cache is `cache`, its padding marked by `mask`."
         if self.cache is None: self.cache, self.mask = cache, mask
         else:
             n = max(self.mask.shape[1], mask.shape[1])
-            for mine, new in zip(self.cache.layers, cache.layers):
-                mine.keys = torch.cat([_left_pad(mine.keys, n, 2), _left_pad(new.keys, n, 2)])
-                mine.values = torch.cat([_left_pad(mine.values, n, 2), _left_pad(new.values, n, 2)])
+            self.cache = _join_caches([self.cache, cache], config)
             self.mask = torch.cat([_left_pad(self.mask, n, 1), _left_pad(mask, n, 1)])
         self.rows += rows
 
@@ -538,8 +630,10 @@ class _Batch:
 # %% ../nbs/api/04_server.ipynb #cf730a7e
 class _Scheduler:
     "Continuous batching on one set of weights: a decode loop on the registry's pool that requests join and leave."
-    def __init__(self, registry: ModelRegistry):
-        self.registry, self.pending, self.lock, self.running = registry, deque(), threading.Lock(), False
+    def __init__(self, registry: ModelRegistry, weights: _Weights):
+        self.registry, self.weights, self.pending, self.running = registry, weights, deque(), False
+        self.lock = threading.Condition()  # guards `pending`; notified when a request arrives
+        self.prefixes = _PrefixCache(registry.prefix_bytes)  # used, like the model, under the weights' lock
         self.widest = 0  # the most rows one batch has held: how much batching happened
 
     def submit(self, req: _Request):
@@ -547,6 +641,7 @@ class _Scheduler:
         with self.lock:
             self.pending.append(req)
             start, self.running = not self.running, True
+            self.lock.notify()
         if start: self.registry.pool.submit(self.run)
 
     def _take(self, group: str, n: int) -> list[_Request]:
@@ -555,6 +650,13 @@ class _Scheduler:
             out = []
             while self.pending and len(out) < n and self.pending[0].group == group: out.append(self.pending.popleft())
             return out
+
+    def _gather(self):
+        "Wait up to `batch_wait_ms` for a full batch: requests sent together start together, in one prefill."
+        deadline = time.monotonic() + self.registry.batch_wait_ms / 1000
+        with self.lock:
+            while len(self.pending) < self.registry.max_batch and (left := deadline - time.monotonic()) > 0:
+                self.lock.wait(left)
 
     def run(self):
         "Serve the queue, one group (weights and adapter) at a time, until it is empty."
@@ -565,7 +667,10 @@ class _Scheduler:
                     return
                 head = self.pending[0]
             try:
-                with self.registry.use(head.entry.name) as (model, _): self._serve_group(model, head.group)
+                with self.registry.use(head.entry.name) as (model, _):
+                    # the adapter active on the weights (None: the base): the owner of the prefixes cached meanwhile
+                    owner = self.weights.adapters.get(head.entry.name) if head.entry.adapter_dir else None
+                    self._serve_group(model, head.group, owner)
             except Exception as err:  # loading the model or its adapter failed: its waiting requests hear why
                 with self.lock:
                     failed = [r for r in self.pending if r.entry is head.entry]
@@ -573,13 +678,15 @@ class _Scheduler:
                 for r in failed: r.fail(err)
 
     @torch.inference_mode()
-    def _serve_group(self, model, group: str):
+    def _serve_group(self, model, group: str, owner: str | None):
         "Generate for the requests of `group` as they come, until none is left; no exception escapes."
         batch, batched = _Batch(), _batchable(model)
+        prefixes = self.prefixes if self.prefixes.max_bytes > 0 else None
         try:
             while True:
+                if not batch.rows: self._gather()
                 new = self._take(group, self.registry.max_batch - len(batch.rows))
-                if batched: self._admit(model, batch, new)
+                if batched: self._admit(model, batch, new, prefixes, owner)
                 else:
                     for req in new: self._alone(model, req)
                 if not batch.rows: return
@@ -606,21 +713,21 @@ class _Scheduler:
             return None
         return row, ids
 
-    def _admit(self, model, batch: _Batch, reqs: list[_Request]):
-        "Run the prompts of `reqs` together (left-padded) and add them to `batch` with their first tokens."
+    def _admit(self, model, batch: _Batch, reqs: list[_Request], prefixes: _PrefixCache | None, owner: str | None):
+        """Run the prompts of `reqs` together (left-padded, after their cached prefixes) and add them to `batch` with
+        their first tokens."""
         ready = [r for r in (self._row(model, req) for req in reqs) if r is not None]
         if not ready: return
         rows, prompts = [r for r, _ in ready], [ids for _, ids in ready]
-        device, n = next(model.parameters()).device, max(map(len, prompts))
-        x = torch.tensor([[0] * (n - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts], device=device)
         try:
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
-            out = model(input_ids=x, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            starts = prefixes.find(model, owner, prompts) if prefixes else [None] * len(prompts)
+            x, mask, positions, past = _prefill_inputs(prompts, starts, model.config, next(model.parameters()).device)
+            out = model(input_ids=x, attention_mask=mask, position_ids=positions, cache=past, use_cache=True,
+                        logits_to_keep=1)
         except Exception as err:
             for row in rows: row.req.fail(err)
             return
-        batch.add(rows, out.cache, mask)
+        batch.add(rows, out.cache, mask, model.config)
         self._advance(batch, rows, out.logits[:, -1])
 
     def _alone(self, model, req: _Request):
@@ -656,7 +763,7 @@ def _generate(registry: ModelRegistry, name: str, messages: list[dict], gen: dic
     req = _Request(e, messages, gen, cancel, on_text, on_start)
     req.future.add_done_callback(lambda _: e.slots.release())
     with registry._lock:
-        if w.scheduler is None: w.scheduler = _Scheduler(registry)
+        if w.scheduler is None: w.scheduler = _Scheduler(registry, w)
     w.scheduler.submit(req)
     return req.future
 

@@ -167,3 +167,62 @@ def test_batched_server_answers_the_openai_client(reg):
         with ThreadPoolExecutor(4) as ex: replies = list(ex.map(ask, range(4)))
     expected = [alone(reg, chat(ASKS[i % 2]), GREEDY)["text"] for i in range(2)]
     assert replies == expected * 2
+
+# The prefix cache: the shared system prompt's KV is computed once per model and adapter, and changes no reply.
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    "A run folder whose adapter has random LoRA weights (init_lora_weights=False): its replies are not the base model's."
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from finetune_kit.config import FinetuneConfig, save_config
+    from finetune_kit.model import load_model
+    d = tmp_path_factory.mktemp("lora")/"run"
+    model, tok = load_model(MODEL, "cpu")
+    torch.manual_seed(0)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=4, target_modules="all-linear", init_lora_weights=False))
+    peft.save_pretrained(d/"adapter")
+    tok.save_pretrained(d/"adapter")
+    save_config(FinetuneConfig(model=MODEL), d/"config.yaml")
+    return d
+
+def test_prefix_cache_is_exact_and_belongs_to_one_adapter(lora_run):
+    r = ModelRegistry("cpu")
+    r.add("tuned", str(lora_run))
+    r.add(MODEL, MODEL)
+    w = r._weights_of(r.entry("tuned"))
+    assert r._weights_of(r.entry(MODEL)) is w  # one base in memory, the adapter on it
+    asks = [chat(a) for a in ASKS[:3]]
+    def alone_on(name, m):
+        with r.use(name) as (model, tok): return generate_reply(model, tok, m, **GREEDY)
+    expected = {n: [alone_on(n, m) for m in asks] for n in ("tuned", MODEL)}
+    assert expected["tuned"] != expected[MODEL]
+    for _ in range(2):  # the first round finds the shared prefix and caches it, the second starts from the cache
+        with w.lock: futures = {n: [_generate(r, n, m, GREEDY, threading.Event()) for m in asks] for n in ("tuned", MODEL)}
+        assert {n: [f.result(timeout=300) for f in fs] for n, fs in futures.items()} == expected
+    aid = w.adapters["tuned"]
+    assert sorted(map(str, {owner for owner, _ in w.scheduler.prefixes.entries})) == sorted([aid, "None"])  # one each
+    assert w.scheduler.prefixes.hits >= 2 * len(asks) and 0 < w.scheduler.prefixes.bytes <= r.prefix_bytes
+    r.remove("tuned")  # its adapter is deleted: so are its cached prefixes
+    assert {owner for owner, _ in w.scheduler.prefixes.entries} == {None}
+
+def test_prefix_cache_stays_within_its_bound(reg):
+    "A bound smaller than one prefix keeps nothing and changes nothing; a bound of one prefix keeps the latest."
+    expected = [alone(reg, chat(a), GREEDY) for a in ASKS[:2]]
+    together(reg, [(chat(ASKS[0]), GREEDY, {})])  # the model's scheduler, and its prefix cache, exist from here on
+    cache = reg._weights_of(reg.entry(MODEL)).scheduler.prefixes
+    bound = cache.max_bytes
+    try:
+        cache.clear()
+        cache.max_bytes = 1000
+        assert together(reg, [(chat(a), GREEDY, {}) for a in ASKS[:2]]) == expected and not cache.entries
+        cache.max_bytes = 10**9
+        cache.clear()  # else each prompt, seen before, would be cached nearly whole (a repeated prompt is a prefix too)
+        together(reg, [(chat(a), GREEDY, {}) for a in ASKS[:2]])
+        (_, first), = cache.entries
+        cache.max_bytes = cache.bytes  # room for one
+        pirate = lambda text: [{"role": "system", "content": "You are a pirate who answers in one short sentence."}, *chat(text)]
+        together(reg, [(pirate(a), GREEDY, {}) for a in ASKS[:2]])
+        (_, second), = cache.entries
+        assert second != first and cache.bytes <= cache.max_bytes
+    finally:
+        cache.max_bytes = bound
