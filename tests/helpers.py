@@ -1,5 +1,5 @@
 "Helpers shared by the tests: the repository root, running the CLI as a user does, and waiting for a server."
-import os, shutil, subprocess, sys
+import os, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -47,3 +47,21 @@ def train_tiny_run(d: Path, tickets: int = 16, max_steps: int = 2, test_size: in
     data = write_jsonl(make_support_tickets(tickets), d/"tickets.jsonl")
     return train(FinetuneConfig(data=str(data), runs_dir=str(d/"runs"), run_name="tiny", max_steps=max_steps, val_size=2,
                                 test_size=test_size, batch_size=4, logging_steps=1, device="cpu"))
+
+def wait_for(client, job_id, statuses=None, timeout=600):
+    "Poll a fine-tuning job with the official client until its status is in `statuses` (default: a terminal one)."
+    from finetune_kit.jobs import TERMINAL
+    statuses, deadline = statuses or TERMINAL, time.time() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in statuses:
+        assert time.time() < deadline, f"job {job_id} still {job.status} after {timeout}s"
+        time.sleep(0.5)
+    return job
+
+def start_server(state: Path, log: Path, port: int | None = None, **env):
+    "`finetune-kit serve --jobs-dir STATE` as a user starts it, on `port` (a free one if None); (process, client, port)."
+    from openai import OpenAI
+    port = port or free_port()
+    p = subprocess.Popen([*cli_command(), "serve", "--jobs-dir", str(state), "--port", str(port), "--keep-checkpoints", "2"],
+                         env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until_up(p, f"http://127.0.0.1:{port}/health", timeout=120, log=log)
+    return p, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0), port

@@ -5,20 +5,13 @@ from pathlib import Path
 import httpx, openai, psutil, pytest
 from openai import OpenAI
 
-from helpers import ROOT, cli_command, free_port, wait_until_up
+from helpers import ROOT, cli_command, free_port, start_server, wait_for, wait_until_up
 from finetune_kit.jobs import TERMINAL, JobService, JobStore, jobs_app
 from finetune_kit.model import MODEL_ALIASES
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.server import ModelRegistry, ServerThread, create_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-def wait_for(client, job_id, statuses=TERMINAL, timeout=600):
-    deadline = time.time() + timeout
-    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in statuses:
-        assert time.time() < deadline, f"job {job_id} still {job.status} after {timeout}s"
-        time.sleep(0.5)
-    return job
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -207,14 +200,6 @@ def test_training_failure_is_reported(api, finished):
     assert "could not find model 'no-such-model'" in job.error.message
     assert list(client.fine_tuning.jobs.list_events(job.id, limit=1))[0].level == "error"
 
-
-def start_server(state: Path, log: Path, port: int | None = None, **env):
-    "`finetune-kit serve --jobs-dir STATE` as a user starts it, on `port` (a free one if None); (process, client, port)."
-    port = port or free_port()
-    p = subprocess.Popen([*cli_command(), "serve", "--jobs-dir", str(state), "--port", str(port), "--keep-checkpoints", "2"],
-                         env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    wait_until_up(p, f"http://127.0.0.1:{port}/health", timeout=120, log=log)
-    return p, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0), port
 
 def kill9(p: subprocess.Popen):
     try: os.killpg(p.pid, signal.SIGKILL)

@@ -8,7 +8,7 @@ from finetune_kit.config import FinetuneConfig
 from finetune_kit.formats import DataError
 from finetune_kit.sample_data import make_support_tickets, make_ticket_preferences, write_jsonl
 from finetune_kit.train import train
-from test_jobs import start_server, wait_for
+from helpers import start_server, wait_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
