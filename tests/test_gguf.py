@@ -6,6 +6,7 @@ from helpers import run_cli, train_tiny_run
 pytestmark = pytest.mark.slow  # trains a run (12 steps: short answers, as a trained run gives) and loads the model four times
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
+Q8_ATOL = 1.5  # largest logit difference q8_0 weights may make (measured 0.77 on the 8 test answers)
 F16_ATOL = 0.1  # largest logit difference f16 weights may make (measured 0.04 on logits of magnitude ~40)
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,24 @@ def test_f16_logits_match_the_merged_model(merged):
     torch.testing.assert_close(b, a, atol=F16_ATOL, rtol=0)
 
 def test_q8_0_answers_the_test_split_like_the_merged_model(run, merged, exported):
-    from finetune_kit.model import generate_replies
+    """Teacher-forced on the test split's answers: q8_0 logits stay within Q8_ATOL of the merged model's, and the greedy
+    token is the same at 80% of the answer positions or more: a 12-step run leaves near ties, which a logit difference
+    well inside Q8_ATOL flips (measured: 26 of 29 the same). Comparing generated text instead failed on one such tie
+    ("balancing" vs "Billing"), after which every later token differs."""
     _, model, tok = merged
-    convs = [json.loads(l)["messages"][:-1] for l in (run/"data"/"test.jsonl").read_text().splitlines()]
-    ours = generate_replies(model, tok, convs, max_new_tokens=8)
-    theirs = generate_replies(_load(exported, "model.gguf"), tok, convs, max_new_tokens=8)
-    same = sum(a == b for a, b in zip(ours, theirs)) / len(convs)
-    assert len(convs) == 8 and same >= 0.95, list(zip(ours, theirs))
+    q8 = _load(exported, "model.gguf")
+    convs = [json.loads(l)["messages"] for l in (run/"data"/"test.jsonl").read_text().splitlines()]
+    worst, same, positions = 0.0, 0, 0
+    for conv in convs:
+        ids = tok.apply_chat_template(conv, tokenize=True, return_tensors="pt", return_dict=True)
+        n_prompt = len(tok.apply_chat_template(conv[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        with torch.no_grad():
+            a, b = (m(**ids).logits[0, n_prompt - 1:-1] for m in (model, q8))  # the positions that predict the answer
+        worst = max(worst, (a - b).abs().max().item())
+        same += int((a.argmax(-1) == b.argmax(-1)).sum())
+        positions += len(a)
+    print(f"q8_0: largest logit difference {worst:.3f}; greedy token the same at {same} of {positions} answer positions")
+    assert len(convs) == 8 and worst < Q8_ATOL and same >= 0.8 * positions
 
 def test_export_errors_are_messages(run, exported):
     from finetune_kit.deploy import ExportError
