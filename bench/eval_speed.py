@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import finetune_kit.evaluate as ev
 from finetune_kit.config import FinetuneConfig, save_config
+from finetune_kit.data import encode_example
 from finetune_kit.model import add_lora, load_model
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 
@@ -37,7 +38,7 @@ def make_run(d: Path, n: int, max_new_tokens: int) -> tuple[Path, float]:
     model.save_pretrained(run/"adapter")
     tok.save_pretrained(run/"adapter")
     test = ev.load_examples(run/"data"/"test.jsonl", verbose=False)
-    mean = sum(len(ev.encode_example(tok, e)["input_ids"]) for e in test) / len(test)
+    mean = sum(len(encode_example(tok, e)["input_ids"]) for e in test) / len(test)
     return run, mean
 
 def old_evaluate_model(model, tok, examples, task, max_seq_len=512, batch_size=16, max_new_tokens=32, progress=True,

@@ -175,9 +175,12 @@ JOBS_DIR = "finetune-kit-jobs"  # where `serve` keeps the jobs API's state unles
 def cmd_serve(args):
     if not 0 <= args.port <= 65535: raise FinetuneKitError(f"--port {args.port}: give a port between 0 and 65535")
     for flag in ("max_tokens_limit", "max_body_bytes", "max_upload_mib", "max_concurrent_jobs", "max_pending_jobs",
-                 "max_files", "max_storage_gib"):
+                 "max_files", "max_storage_gib", "max_batch"):
         if getattr(args, flag) < 1:
             raise FinetuneKitError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: give a positive number")
+    for flag in ("batch_wait_ms", "prefix_cache_mb"):
+        if not getattr(args, flag) >= 0:  # NaN too
+            raise FinetuneKitError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: give 0 or more")
     if args.no_jobs and args.jobs_dir:
         raise FinetuneKitError("--no-jobs turns the jobs API off; give --jobs-dir without it")
     if args.no_jobs and not args.sources:
@@ -187,7 +190,9 @@ def cmd_serve(args):
     if not args.no_jobs and not is_loopback(args.host) and not (args.api_key or os.environ.get("FINETUNE_KIT_API_KEY")):
         raise FinetuneKitError(f"the jobs API trains on uploaded files: serving it on {args.host} needs an API key "
                                "(--api-key or $FINETUNE_KIT_API_KEY), or turn it off with --no-jobs")
-    registry, services = ModelRegistry(args.device, batching=args.batching), []
+    registry = ModelRegistry(args.device, batching=args.batching, max_batch=args.max_batch,
+                             batch_wait_ms=args.batch_wait_ms, prefix_cache_mb=args.prefix_cache_mb)
+    services = []
     if not args.no_jobs:
         from finetune_kit.jobs import JobService
         jobs_dir = Path(args.jobs_dir or JOBS_DIR)
@@ -400,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--no-batching", dest="batching", action="store_false",
                    help="generate one request at a time per model (default: concurrent requests are batched)")
+    s.add_argument("--max-batch", type=int, default=16, help="requests generated together, with batching (default: 16)")
+    s.add_argument("--batch-wait-ms", type=float, default=50,
+                   help="how long an idle model waits for more requests to start together, with batching (default: 50)")
+    s.add_argument("--prefix-cache-mb", type=float, default=128,
+                   help="memory per model for the KV cache of prompt beginnings that requests share, a system prompt "
+                   "(with batching; 0: none; default: 128)")
     s.add_argument(
         "--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask for (default: 2048)"
     )

@@ -13,14 +13,14 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .data import encode_example, tokenize_examples
-from .model import generate_replies
+
 
 # %% auto #0
-__all__ = ['GENERATE_BATCH', 'Scores', 'score_examples']
+__all__ = ['MIN_SHARED_PREFIX', 'GENERATE_BATCH', 'Scores', 'score_examples']
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0005
 def _encode_prompts(tok, conversations: list[list[dict]], device="cpu"):
-    # as `generate_replies` encodes its prompts (left-padded, generation prompt): the cache we pass it must match
+    # as `generate_replies` encodes its prompts (left-padded, generation prompt)
     prompts = [tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in c], tokenize=False,
                                        add_generation_prompt=True) for c in conversations]
     return tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(device)
@@ -30,26 +30,63 @@ def _shared_prefix(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
     return n
 
+MIN_SHARED_PREFIX = 16  # tokens all prompts of a batch begin with: below this, reading them once saves too little
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    "How many tokens every prompt begins with, leaving each at least one token of its own (it predicts what follows)."
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]: n = min(n, _shared_prefix(prompts[0][:n], p))
+    return max(n, 0)
+
+
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0006
+def _prefill(body, ids: torch.Tensor, plen: list[int], prompts: list[list[int]], pad_id: int):
+    """Run the prompts through `body` into a new cache. Returns (hidden states, cache, input ids, mask, S, offsets):
+    the layout is S tokens that every prompt begins with (read once, for one row), then each prompt's own tokens
+    left-padded; the hidden state and cache slot of prompt token i of row r is i if i < S, else offsets[r] + i."""
+    (B, P), device = ids.shape, ids.device
+    S = _common_prefix(prompts) if B > 1 else 0
+    if S >= MIN_SHARED_PREFIX:
+        cache = DynamicCache(config=body.config)
+        head = body(input_ids=ids[:1, P - plen[0]:P - plen[0] + S], position_ids=torch.arange(S, device=device)[None],
+                    cache=cache, use_cache=True).last_hidden_state
+        if all(type(l) is DynamicLayer for l in cache.layers):  # a window or a state is not a prefix to copy
+            cache.batch_repeat_interleave(B)
+            W = max(plen) - S
+            ids2 = torch.full((B, S + W), pad_id, dtype=ids.dtype, device=device)
+            mask = torch.zeros((B, S + W), dtype=torch.long, device=device)
+            ids2[:, :S], mask[:, :S] = ids[0, P - plen[0]:P - plen[0] + S], 1
+            for r, n in enumerate(plen):
+                ids2[r, S + W - (n - S):], mask[r, S + W - (n - S):] = ids[r, P - n + S:], 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate counts them: from each row's first real token
+            tail = body(input_ids=ids2[:, S:], attention_mask=mask, position_ids=pos[:, S:], cache=cache,
+                        use_cache=True).last_hidden_state
+            return torch.cat([head.expand(B, -1, -1), tail], 1), cache, ids2, mask, S, [S + W - n for n in plen]
+    mask = (torch.arange(P, device=device)[None] >= torch.tensor([P - n for n in plen], device=device)[:, None]).long()
+    cache, pos = DynamicCache(config=body.config), (mask.cumsum(-1) - 1).clamp(min=0)
+    h = body(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
+    return h, cache, ids, mask, 0, [P - n for n in plen]
+
 @torch.no_grad()
 def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cache: bool = False):
     """Summed NLL and count of supervised tokens per row, predicted and reference tokens, from one prefill; and, if
-    `keep_cache`, that prefill's cache cut back to the prompt, as `generate` takes it."""
+    `keep_cache`, that prefill's cache cut back to the prompt, with the prompts' input ids and mask laid out as it
+    holds them, as `generate` takes them (else None, None, None)."""
     # hand-written: transformers has no "score these tokens and generate from the same cache" call
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA layers stay in place
     body, head, device = base.get_decoder(), base.get_output_embeddings(), next(model.parameters()).device
     p = _encode_prompts(tok, convs, device)
-    ids, mask = p["input_ids"], p["attention_mask"]
-    (B, P), plen = ids.shape, p["attention_mask"].sum(1).tolist()
-    cache = DynamicCache(config=body.config)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate: positions count from each row's first real token
-    h = body(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
-    starts = [_shared_prefix(e["input_ids"], ids[r, P - plen[r]:].tolist()) for r, e in enumerate(encs)]
+    ids, plen = p["input_ids"], p["attention_mask"].sum(1).tolist()
+    B = len(plen)
+    prompts = [ids[r, ids.shape[1] - n:].tolist() for r, n in enumerate(plen)]
+    h, cache, ids, mask, S, off = _prefill(body, ids, plen, prompts, tok.pad_token_id)
+    slot = lambda r, i: i if i < S else off[r] + i  # where prompt token i of row r sits in h, the cache and `mask`
+    starts = [_shared_prefix(e["input_ids"], q) for e, q in zip(encs, prompts)]
     pre, post = [], []  # (row, index of the hidden state that predicts the token, token) in the prefill, continuation
     for r, (e, s) in enumerate(zip(encs, starts)):
         for t, lab in enumerate(e["labels"]):
             if not t or lab == -100: continue
-            if t <= s: pre.append((r, P - plen[r] + t - 1, lab))
+            if t <= s: pre.append((r, slot(r, t - 1), lab))
             else: post.append((r, t - 1 - s, lab))
     picked = [h[[r for r, _, _ in pre], [i for _, i, _ in pre]]] if pre else []
     if post:
@@ -59,7 +96,7 @@ def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cac
         cmask, pmask = torch.zeros((B, C), dtype=mask.dtype, device=device), mask.clone()
         for r, c in enumerate(cont):
             cids[r, :len(c)], cmask[r, :len(c)] = torch.tensor(c, dtype=torch.long), 1
-            pmask[r, P - plen[r] + starts[r]:] = 0  # prompt tokens past the shared prefix are not this row's
+            pmask[r, slot(r, starts[r]):] = 0  # prompt tokens past the shared prefix are not this row's
         cpos = torch.tensor(starts, device=device)[:, None] + torch.arange(C, device=device)
         hc = body(input_ids=cids, attention_mask=torch.cat([pmask, cmask], 1), position_ids=cpos, cache=cache,
                   use_cache=True).last_hidden_state
@@ -71,8 +108,10 @@ def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cac
         nll = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="none")
         nll_sum.index_add_(0, torch.tensor(rows, device=device), nll)
         preds = logits.argmax(-1).tolist()
-    if keep_cache: cache.crop(-(cache.get_seq_length() - (P - 1)))  # generate reads the last prompt token again
-    return nll_sum.tolist(), [rows.count(r) for r in range(B)], preds, targets, cache if keep_cache else None
+    counts = [rows.count(r) for r in range(B)]
+    if not keep_cache: return nll_sum.tolist(), counts, preds, targets, None, None, None
+    cache.crop(-(cache.get_seq_length() - (ids.shape[1] - 1)))  # generate reads the last prompt token again
+    return nll_sum.tolist(), counts, preds, targets, cache, ids, mask
 
 def _join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
     "The rows of `caches` (each left-padded to its own length) as one cache left-padded to the longest, or None."
@@ -83,6 +122,21 @@ def _join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
         keys, values = (torch.cat([pad(getattr(c.layers[i], a)) for c in caches]) for a in ("keys", "values"))
         out.update(keys, values, i)
     return out
+
+def _join_inputs(ids: list[torch.Tensor], masks: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Input ids and masks of several batches, left-padded to the longest: the layout of their `_join_caches`."
+    L = max(x.shape[1] for x in ids)
+    pad = lambda t, v: torch.nn.functional.pad(t, (L - t.shape[1], 0), value=v)
+    return torch.cat([pad(x, pad_id) for x in ids]), torch.cat([pad(m, 0) for m in masks])
+
+@torch.no_grad()
+def _generate_from(model, tok, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int) -> list[str]:
+    "Greedy answers to prompts read into `cache` (`ids`, `mask`: its layout), decoded as `generate_replies` does."
+    out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens,
+                         eos_token_id=tok.convert_tokens_to_ids(tok.eos_token), pad_token_id=tok.pad_token_id,
+                         do_sample=False, temperature=None, top_p=None, top_k=None)
+    return [tok.decode(o[ids.shape[1]:], skip_special_tokens=True).strip() for o in out]
+
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0007
 @dataclass
@@ -116,21 +170,21 @@ def score_examples(model, tok, examples: list[dict], max_seq_len: int = 512, bat
     config = (model.get_base_model() if hasattr(model, "get_base_model") else model).get_decoder().config
     bar = tqdm(total=len(order), desc="scoring", disable=not progress or len(order) <= batch_size)
     for g in range(0, len(order), group):
-        rows, caches = order[g:g + group], []
+        rows, caches, ids, masks = order[g:g + group], [], [], []
         for k in range(0, len(rows), batch_size):
             b = rows[k:k + batch_size]
-            s, n, p, t, c = _score_batch(model, tok, [encs[i] for i in b], [convs[i] for i in b], bool(max_new_tokens))
+            s, n, p, t, c, x, m = _score_batch(model, tok, [encs[i] for i in b], [convs[i] for i in b],
+                                               bool(max_new_tokens))
             out.predictions += p
             out.references += t
-            caches.append(c)
+            caches.append(c), ids.append(x), masks.append(m)
             for j, i in enumerate(b): out.nll[i], out.tokens[i] = s[j], n[j]
             bar.update(len(b))
         if not max_new_tokens: continue
         joined = _join_caches(caches, config) if len(caches) > 1 else caches[0]
-        parts = [(rows, joined)] if joined is not None else \
-            [(rows[k:k + batch_size], c) for k, c in zip(range(0, len(rows), batch_size), caches)]
-        for r, c in parts:
-            answers = generate_replies(model, tok, [convs[i] for i in r], max_new_tokens, batch_size=len(r), cache=c)
-            for i, a in zip(r, answers): out.answers[i] = a
+        parts = [(rows, joined, *_join_inputs(ids, masks, tok.pad_token_id))] if joined is not None else \
+            [(rows[k:k + batch_size], *a) for k, a in zip(range(0, len(rows), batch_size), zip(caches, ids, masks))]
+        for r, c, x, m in parts:
+            for i, a in zip(r, _generate_from(model, tok, x, m, c, max_new_tokens)): out.answers[i] = a
     bar.close()
     return out

@@ -95,7 +95,9 @@ def test_cli_errors_are_one_line():
     for args, needle in ((["serve", "/no/such/model", "--port", "0", "--no-jobs"], "could not find model"),
                          (["serve", "smollm2-135m", "--port", "70000"], "between 0 and 65535"),
                          (["serve", "--no-jobs"], "nothing to serve"),
-                         (["serve", "--max-concurrent-jobs", "0"], "give a positive number")):
+                         (["serve", "--max-concurrent-jobs", "0"], "give a positive number"),
+                         (["serve", "--max-batch", "0"], "--max-batch 0: give a positive number"),
+                         (["serve", "--prefix-cache-mb", "-1"], "--prefix-cache-mb -1.0: give 0 or more")):
         r = run_cli(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
 
