@@ -7,7 +7,10 @@ end to end on the same run folder, in one process. Prints both times, the ratio 
 
 The run: the default model with a LoRA adapter whose B matrices are set to small random values (so the fine-tuned
 model differs from the base; no training needed for a speed test). Its splits are sample tickets made multi-turn by
-`few_shot` (four solved tickets as earlier turns): about 190 tokens each, with earlier assistant turns supervised.
+`few_shot` (four solved tickets as earlier turns): about 190 tokens each, with earlier assistant turns supervised,
+and a shared beginning (system prompt and the four solved tickets) that the new path reads once per batch. With
+`--layout distinct`, each prompt is its own (one ticket quoting four others, as long): only the system prompt is
+shared, as in most classification data.
 """
 import argparse, contextlib, math, tempfile, time
 from pathlib import Path
@@ -21,15 +24,22 @@ from finetune_kit.sample_data import make_support_tickets, write_jsonl
 
 TARGET_S = 180.0  # 200 examples of ~190 tokens on a 2-core AVX2 CPU
 
-def make_run(d: Path, n: int, max_new_tokens: int) -> tuple[Path, float]:
+def make_run(d: Path, n: int, max_new_tokens: int, layout: str = "few-shot") -> tuple[Path, float]:
     "A run folder with `n` examples in each split; returns it and the mean tokens of a test example."
     cfg = FinetuneConfig(runs_dir=str(d), run_name="bench", max_new_tokens=max_new_tokens)
     run = d/"bench"
     save_config(cfg, run/"config.yaml")
-    tickets = make_support_tickets(3 * n + 4, seed=7)
+    tickets = make_support_tickets(3 * n + 4 if layout == "few-shot" else 15 * n, seed=7)
     shots, rest = tickets[:4], tickets[4:]
     for k, split in enumerate(("train", "validation", "test")):
-        write_jsonl(ev.few_shot(rest[k * n:(k + 1) * n], shots), run/"data"/f"{split}.jsonl")
+        if layout == "few-shot": rows = ev.few_shot(rest[k * n:(k + 1) * n], shots)
+        else:  # as long, but each prompt its own: one ticket quoting four others, only the system prompt shared
+            rows = []
+            for i in range(k * n, (k + 1) * n):
+                t, quoted = tickets[5 * i], [tickets[5 * i + j]["messages"][1]["content"] for j in range(1, 5)]
+                user = t["messages"][1]["content"] + "\n\nEarlier messages:\n" + "\n".join(quoted)
+                rows.append({"messages": [t["messages"][0], {"role": "user", "content": user}, t["messages"][2]]})
+        write_jsonl(rows, run/"data"/f"{split}.jsonl")
     torch.manual_seed(0)
     model, tok = load_model(cfg.model, device="cpu")
     model = add_lora(model, cfg)
@@ -74,18 +84,29 @@ def main():
     ap.add_argument("--n", type=int, default=200, help="examples per split")
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--rel", type=float, default=3e-4, help="relative tolerance on losses and perplexity")
+    ap.add_argument("--layout", default="few-shot", choices=["few-shot", "distinct"],
+                    help="few-shot: four solved tickets before each (a long shared beginning); distinct: one ticket "
+                    "quoting four others, as long, only the system prompt shared")
+    ap.add_argument("--paths", default="old,new", help="which paths to time: old, new or both")
+    ap.add_argument("--make-run", metavar="DIR", help="only write the run folder to DIR/bench (for timing "
+                    "`finetune-kit eval DIR/bench` with /usr/bin/time) and stop")
     a = ap.parse_args()
+    if a.make_run:
+        run, mean = make_run(Path(a.make_run), a.n, a.max_new_tokens, a.layout)
+        return print(f"{run}: {a.n} examples a split, {mean:.0f} tokens each on average")
+    paths = a.paths.split(",")
     with tempfile.TemporaryDirectory() as d:
-        run, mean = make_run(Path(d), a.n, a.max_new_tokens)
-        print(f"{a.n} examples a split, {mean:.0f} tokens each on average; torch {torch.__version__}, "
+        run, mean = make_run(Path(d), a.n, a.max_new_tokens, a.layout)
+        print(f"{a.n} examples a split ({a.layout}), {mean:.0f} tokens each on average; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
         times, reports = {}, {}
-        for name in ("old", "new"):
+        for name in paths:
             t = time.perf_counter()
             with old_path() if name == "old" else contextlib.nullcontext():
                 reports[name] = ev.evaluate_run(run, progress=False)
             times[name] = time.perf_counter() - t
             print(f"{name}: {times[name]:.1f} s end to end (model load and report included)", flush=True)
+        if len(paths) < 2: return
         bad = compare(reports["old"], reports["new"], a.rel)
         print(f"speed-up {times['old'] / times['new']:.2f}x; new path {times['new']:.0f} s "
               f"({'within' if times['new'] <= TARGET_S * a.n / 200 else 'over'} the {TARGET_S:.0f} s target, scaled to n)")

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/speed.html.md"""
 
 # %% ../nbs/03a_speed.ipynb #52c590d2
 from __future__ import annotations
-import contextlib, inspect, types
+import contextlib, functools, inspect, types
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +101,11 @@ def shared_prefix_length(inputs: dict) -> int:
 
 def _cache_kwarg(model) -> str:
     "The name a model's forward gives its KV cache (`cache` in recent transformers, `past_key_values` before)."
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    return _cache_kwarg_of(type(model))
+
+@functools.cache  # once per model class, not at every training step
+def _cache_kwarg_of(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 def can_share_prefix(model) -> bool:
     "Whether `model` (PEFT or plain causal LM, not wrapped for several processes) can run a shared prefix once."
