@@ -9,7 +9,7 @@ The run: the default model with a LoRA adapter whose B matrices are set to small
 model differs from the base; no training needed for a speed test). Its splits are sample tickets made multi-turn by
 `few_shot` (four solved tickets as earlier turns): about 190 tokens each, with earlier assistant turns supervised,
 and a shared beginning (system prompt and the four solved tickets) that the new path reads once per batch. With
-`--layout distinct`, each prompt is its own (one ticket quoting four others, as long): only the system prompt is
+`--layout distinct`, each prompt is its own (one ticket quoting five others, as long): only the system prompt is
 shared, as in most classification data.
 """
 import argparse, contextlib, math, tempfile, time
@@ -29,14 +29,14 @@ def make_run(d: Path, n: int, max_new_tokens: int, layout: str = "few-shot") -> 
     cfg = FinetuneConfig(runs_dir=str(d), run_name="bench", max_new_tokens=max_new_tokens)
     run = d/"bench"
     save_config(cfg, run/"config.yaml")
-    tickets = make_support_tickets(3 * n + 4 if layout == "few-shot" else 15 * n, seed=7)
+    tickets = make_support_tickets(3 * n + 4 if layout == "few-shot" else 18 * n, seed=7)
     shots, rest = tickets[:4], tickets[4:]
     for k, split in enumerate(("train", "validation", "test")):
         if layout == "few-shot": rows = ev.few_shot(rest[k * n:(k + 1) * n], shots)
-        else:  # as long, but each prompt its own: one ticket quoting four others, only the system prompt shared
+        else:  # as long, but each prompt its own: one ticket quoting five others, only the system prompt shared
             rows = []
             for i in range(k * n, (k + 1) * n):
-                t, quoted = tickets[5 * i], [tickets[5 * i + j]["messages"][1]["content"] for j in range(1, 5)]
+                t, quoted = tickets[6 * i], [tickets[6 * i + j]["messages"][1]["content"] for j in range(1, 6)]
                 user = t["messages"][1]["content"] + "\n\nEarlier messages:\n" + "\n".join(quoted)
                 rows.append({"messages": [t["messages"][0], {"role": "user", "content": user}, t["messages"][2]]})
         write_jsonl(rows, run/"data"/f"{split}.jsonl")

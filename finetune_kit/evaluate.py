@@ -299,7 +299,8 @@ def diagnose_fit(curve: list[dict], losses: dict[str, float], base_loss: float |
                         "use fewer epochs, a smaller learning rate or lora_r, or more data")
     if base_loss is not None and split in losses and losses[split] >= little * base_loss:
         warnings.append(
-            f"underfitting: the {split} loss {losses[split]:.4g} is barely below the base model's {base_loss:.4g}; "
+            f"underfitting: the {split} loss {losses[split]:.4g} is "
+            f"{'barely below' if losses[split] < base_loss else 'not below'} the base model's {base_loss:.4g}; "
             "train longer (epochs) or with a higher learning_rate"
         )
     return {"losses": losses, "base_loss": base_loss, "warnings": warnings, "notes": notes}

@@ -13,10 +13,11 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .data import encode_example, tokenize_examples
+from .speed import MIN_SHARED_PREFIX  # as training: a shorter shared beginning is not worth a pass
 
 
 # %% auto #0
-__all__ = ['MIN_SHARED_PREFIX', 'GENERATE_BATCH', 'Scores', 'score_examples']
+__all__ = ['GENERATE_BATCH', 'common_prefix', 'join_caches', 'Scores', 'score_examples']
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0005
 def _encode_prompts(tok, conversations: list[list[dict]], device="cpu"):
@@ -25,17 +26,16 @@ def _encode_prompts(tok, conversations: list[list[dict]], device="cpu"):
                                        add_generation_prompt=True) for c in conversations]
     return tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(device)
 
-def _shared_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    "How many tokens `a` and `b` begin with in common."
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
     return n
 
-MIN_SHARED_PREFIX = 16  # tokens all prompts of a batch begin with: below this, reading them once saves too little
-
-def _common_prefix(prompts: list[list[int]]) -> int:
+def _batch_prefix(prompts: list[list[int]]) -> int:
     "How many tokens every prompt begins with, leaving each at least one token of its own (it predicts what follows)."
     n = min(len(p) for p in prompts) - 1
-    for p in prompts[1:]: n = min(n, _shared_prefix(prompts[0][:n], p))
+    for p in prompts[1:]: n = min(n, common_prefix(prompts[0][:n], p))
     return max(n, 0)
 
 
@@ -45,7 +45,7 @@ def _prefill(body, ids: torch.Tensor, plen: list[int], prompts: list[list[int]],
     the layout is S tokens that every prompt begins with (read once, for one row), then each prompt's own tokens
     left-padded; the hidden state and cache slot of prompt token i of row r is i if i < S, else offsets[r] + i."""
     (B, P), device = ids.shape, ids.device
-    S = _common_prefix(prompts) if B > 1 else 0
+    S = _batch_prefix(prompts) if B > 1 else 0
     if S >= MIN_SHARED_PREFIX:
         cache = DynamicCache(config=body.config)
         head = body(input_ids=ids[:1, P - plen[0]:P - plen[0] + S], position_ids=torch.arange(S, device=device)[None],
@@ -81,7 +81,7 @@ def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cac
     prompts = [ids[r, ids.shape[1] - n:].tolist() for r, n in enumerate(plen)]
     h, cache, ids, mask, S, off = _prefill(body, ids, plen, prompts, tok.pad_token_id)
     slot = lambda r, i: i if i < S else off[r] + i  # where prompt token i of row r sits in h, the cache and `mask`
-    starts = [_shared_prefix(e["input_ids"], q) for e, q in zip(encs, prompts)]
+    starts = [common_prefix(e["input_ids"], q) for e, q in zip(encs, prompts)]
     pre, post = [], []  # (row, index of the hidden state that predicts the token, token) in the prefill, continuation
     for r, (e, s) in enumerate(zip(encs, starts)):
         for t, lab in enumerate(e["labels"]):
@@ -113,7 +113,7 @@ def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cac
     cache.crop(-(cache.get_seq_length() - (ids.shape[1] - 1)))  # generate reads the last prompt token again
     return nll_sum.tolist(), counts, preds, targets, cache, ids, mask
 
-def _join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
+def join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
     "The rows of `caches` (each left-padded to its own length) as one cache left-padded to the longest, or None."
     if any(type(l) is not DynamicLayer for c in caches for l in c.layers): return None  # a window, a state: no padding
     L, out = max(c.get_seq_length() for c in caches), DynamicCache(config=config)
@@ -124,7 +124,7 @@ def _join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
     return out
 
 def _join_inputs(ids: list[torch.Tensor], masks: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "Input ids and masks of several batches, left-padded to the longest: the layout of their `_join_caches`."
+    "Input ids and masks of several batches, left-padded to the longest: the layout of their `join_caches`."
     L = max(x.shape[1] for x in ids)
     pad = lambda t, v: torch.nn.functional.pad(t, (L - t.shape[1], 0), value=v)
     return torch.cat([pad(x, pad_id) for x in ids]), torch.cat([pad(m, 0) for m in masks])
@@ -181,7 +181,7 @@ def score_examples(model, tok, examples: list[dict], max_seq_len: int = 512, bat
             for j, i in enumerate(b): out.nll[i], out.tokens[i] = s[j], n[j]
             bar.update(len(b))
         if not max_new_tokens: continue
-        joined = _join_caches(caches, config) if len(caches) > 1 else caches[0]
+        joined = join_caches(caches, config) if len(caches) > 1 else caches[0]
         parts = [(rows, joined, *_join_inputs(ids, masks, tok.pad_token_id))] if joined is not None else \
             [(rows[k:k + batch_size], *a) for k, a in zip(range(0, len(rows), batch_size), zip(caches, ids, masks))]
         for r, c, x, m in parts:

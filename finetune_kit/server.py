@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .core import FinetuneKitError, library_quiet
 from .model import load_model, load_tokenizer, resolve_model
-from .scoring import _join_caches, _shared_prefix
+from .scoring import join_caches, common_prefix
 from .train import RunDir, RunError, run_base_model
 
 # %% auto #0
@@ -511,7 +511,7 @@ class _PrefixCache:
     def _make(self, model, owner, ids: list[int], n: int, start: DynamicCache | None) -> DynamicCache:
         "The cache of `ids`, run on top of `start` (the cache of its first `n` tokens, or None), stored."
         device = next(model.parameters()).device
-        past = None if start is None else _join_caches([start], model.config)  # a new object: `start` stays as is
+        past = None if start is None else join_caches([start], model.config)  # a new object: `start` stays as is
         out = model(input_ids=torch.tensor([ids[n:]], device=device), attention_mask=torch.ones(1, len(ids),
                     dtype=torch.long, device=device), position_ids=torch.arange(n, len(ids), device=device)[None],
                     cache=past, use_cache=True, logits_to_keep=1)
@@ -525,7 +525,7 @@ class _PrefixCache:
         for i, ids in enumerate(prompts):
             n, cache = self._longest(owner, ids)
             others = [p for j, p in enumerate(prompts) if j != i] + [p for o, p in self.recent if o == owner]
-            shared = min(max((_shared_prefix(ids, p) for p in others), default=0), len(ids) - 1)
+            shared = min(max((common_prefix(ids, p) for p in others), default=0), len(ids) - 1)
             if shared >= n + PREFIX_MIN_TOKENS: cache = self._make(model, owner, ids[:shared], n, cache)
             else: self.hits += cache is not None
             out.append(cache)
@@ -546,7 +546,7 @@ def _prefill_inputs(prompts: list[list[int]], starts: list[DynamicCache | None],
     some = next(c for c in starts if c is not None)
     none = DynamicCache(config=config)  # the zero-length prefix of a row that has none
     for i, layer in enumerate(some.layers): none.update(layer.keys[:, :, :0], layer.values[:, :, :0], i)
-    return x, mask, positions, _join_caches([none if c is None else c for c in starts], config)
+    return x, mask, positions, join_caches([none if c is None else c for c in starts], config)
 
 
 # %% ../nbs/api/04_server.ipynb #ea23125e
@@ -598,7 +598,7 @@ class _Batch:
         if self.cache is None: self.cache, self.mask = cache, mask
         else:
             n = max(self.mask.shape[1], mask.shape[1])
-            self.cache = _join_caches([self.cache, cache], config)
+            self.cache = join_caches([self.cache, cache], config)
             self.mask = torch.cat([_left_pad(self.mask, n, 1), _left_pad(mask, n, 1)])
         self.rows += rows
 

@@ -117,3 +117,9 @@ def test_metrics_work_offline_with_an_empty_cache(tmp_path):
     # the Hub's module cannot load here, which is why the modules ship with finetune_kit
     assert r.stdout.split() == ["ok", "failed"], r.stdout
     assert not (tmp_path/"hf").exists() or not any((tmp_path/"hf").rglob("*.arrow")), "metrics must not write cache files"
+
+def test_underfitting_says_whether_the_loss_went_down_at_all():
+    above = diagnose_fit([], {"test": 4.8}, base_loss=4.6, split="test")["warnings"]
+    assert above == ["underfitting: the test loss 4.8 is not below the base model's 4.6; "
+                     "train longer (epochs) or with a higher learning_rate"], above
+    assert "is barely below the base model's 4.6" in diagnose_fit([], {"test": 4.55}, base_loss=4.6, split="test")["warnings"][0]

@@ -97,10 +97,10 @@ def test_one_prefill_gives_the_same_loss_and_answers(base, examples):
     rows = examples + few_shot(examples[:3], examples[3:])  # multi-turn: earlier assistant turns are supervised
     full = answer_loss_full(model, tok, rows, batch_size=4)
     answers, _ = generate_answers(model, tok, rows, max_new_tokens=8, batch_size=4, progress=False)
-    from finetune_kit.scoring import MIN_SHARED_PREFIX, _common_prefix, _encode_prompts
+    from finetune_kit.scoring import MIN_SHARED_PREFIX, _batch_prefix, _encode_prompts
     enc = _encode_prompts(tok, [r["messages"][:-1] for r in rows])
     prompts = [x[m.bool()].tolist() for x, m in zip(enc["input_ids"], enc["attention_mask"])]
-    assert _common_prefix(prompts) >= MIN_SHARED_PREFIX  # batches of 3 read the system prompt once; of 1, not
+    assert _batch_prefix(prompts) >= MIN_SHARED_PREFIX  # batches of 3 read the system prompt once; of 1, not
     for b, g in ((1, 64), (3, 64), (3, 3)):  # prefill caches joined to generate together (up to 64 rows), or not
         s = score_examples(model, tok, rows, batch_size=b, max_new_tokens=8, generate_batch=g)
         m, got = scored_metrics(s), s.answers
