@@ -17,7 +17,7 @@ from .speed import MIN_SHARED_PREFIX  # as training: a shorter shared beginning 
 
 
 # %% auto #0
-__all__ = ['GENERATE_BATCH', 'common_prefix', 'join_caches', 'Scores', 'score_examples']
+__all__ = ['GENERATE_BATCH', 'common_prefix', 'join_caches', 'prefill_inputs', 'Scores', 'score_examples']
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0005
 def _encode_prompts(tok, conversations: list[list[dict]], device="cpu"):
@@ -40,32 +40,24 @@ def _batch_prefix(prompts: list[list[int]]) -> int:
 
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0006
-def _prefill(body, ids: torch.Tensor, plen: list[int], prompts: list[list[int]], pad_id: int):
-    """Run the prompts through `body` into a new cache. Returns (hidden states, cache, input ids, mask, S, offsets):
-    the layout is S tokens that every prompt begins with (read once, for one row), then each prompt's own tokens
-    left-padded; the hidden state and cache slot of prompt token i of row r is i if i < S, else offsets[r] + i."""
-    (B, P), device = ids.shape, ids.device
-    S = _batch_prefix(prompts) if B > 1 else 0
+def _prefill(body, prompts: list[list[int]], device):
+    """Run `prompts` through `body` into a new cache. Returns (hidden states, cache, input ids, mask, S, offsets): the
+    layout of `prefill_inputs`, with the S tokens that every prompt begins with read once, for one row (S = 0 if
+    they are too few); the hidden state and cache slot of prompt token i of row r is i if i < S, else offsets[r] + i."""
+    S = _batch_prefix(prompts) if len(prompts) > 1 else 0
+    start = head = None
     if S >= MIN_SHARED_PREFIX:
-        cache = DynamicCache(config=body.config)
-        head = body(input_ids=ids[:1, P - plen[0]:P - plen[0] + S], position_ids=torch.arange(S, device=device)[None],
-                    cache=cache, use_cache=True).last_hidden_state
-        if all(type(l) is DynamicLayer for l in cache.layers):  # a window or a state is not a prefix to copy
-            cache.batch_repeat_interleave(B)
-            W = max(plen) - S
-            ids2 = torch.full((B, S + W), pad_id, dtype=ids.dtype, device=device)
-            mask = torch.zeros((B, S + W), dtype=torch.long, device=device)
-            ids2[:, :S], mask[:, :S] = ids[0, P - plen[0]:P - plen[0] + S], 1
-            for r, n in enumerate(plen):
-                ids2[r, S + W - (n - S):], mask[r, S + W - (n - S):] = ids[r, P - n + S:], 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate counts them: from each row's first real token
-            tail = body(input_ids=ids2[:, S:], attention_mask=mask, position_ids=pos[:, S:], cache=cache,
-                        use_cache=True).last_hidden_state
-            return torch.cat([head.expand(B, -1, -1), tail], 1), cache, ids2, mask, S, [S + W - n for n in plen]
-    mask = (torch.arange(P, device=device)[None] >= torch.tensor([P - n for n in plen], device=device)[:, None]).long()
-    cache, pos = DynamicCache(config=body.config), (mask.cumsum(-1) - 1).clamp(min=0)
-    h = body(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
-    return h, cache, ids, mask, 0, [P - n for n in plen]
+        start, prefix = DynamicCache(config=body.config), torch.tensor([prompts[0][:S]], device=device)
+        head = body(input_ids=prefix, position_ids=torch.arange(S, device=device)[None], cache=start,
+                    use_cache=True).last_hidden_state
+        if any(type(l) is not DynamicLayer for l in start.layers): start = None  # a window or a state: not copied
+    if start is None: S = 0
+    x, mask, pos, cache = prefill_inputs(prompts, [start] * len(prompts), body.config, device)
+    cache = cache if cache is not None else DynamicCache(config=body.config)
+    h = body(input_ids=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
+    if S:  # the shared tokens' hidden states and ids in front of every row's own
+        h, x = torch.cat([head.expand(len(h), -1, -1), h], 1), torch.cat([prefix.expand(len(x), -1), x], 1)
+    return h, cache, x, mask, S, [mask.shape[1] - len(p) for p in prompts]
 
 @torch.no_grad()
 def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cache: bool = False):
@@ -75,11 +67,10 @@ def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cac
     # hand-written: transformers has no "score these tokens and generate from the same cache" call
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA layers stay in place
     body, head, device = base.get_decoder(), base.get_output_embeddings(), next(model.parameters()).device
-    p = _encode_prompts(tok, convs, device)
-    ids, plen = p["input_ids"], p["attention_mask"].sum(1).tolist()
-    B = len(plen)
-    prompts = [ids[r, ids.shape[1] - n:].tolist() for r, n in enumerate(plen)]
-    h, cache, ids, mask, S, off = _prefill(body, ids, plen, prompts, tok.pad_token_id)
+    p = _encode_prompts(tok, convs)
+    prompts = [x[m.bool()].tolist() for x, m in zip(p["input_ids"], p["attention_mask"])]
+    B = len(prompts)
+    h, cache, ids, mask, S, off = _prefill(body, prompts, device)
     slot = lambda r, i: i if i < S else off[r] + i  # where prompt token i of row r sits in h, the cache and `mask`
     starts = [common_prefix(e["input_ids"], q) for e, q in zip(encs, prompts)]
     pre, post = [], []  # (row, index of the hidden state that predicts the token, token) in the prefill, continuation
@@ -122,6 +113,22 @@ def join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
         keys, values = (torch.cat([pad(getattr(c.layers[i], a)) for c in caches]) for a in ("keys", "values"))
         out.update(keys, values, i)
     return out
+
+def prefill_inputs(prompts: list[list[int]], starts: list[DynamicCache | None], config, device):
+    """(token ids, attention mask, position ids, cache) of one forward pass that runs each prompt after its cached
+    prefix in `starts` (None: from the start): prefixes and rests are each left-padded to the longest."""
+    ks = [0 if c is None else c.get_seq_length() for c in starts]
+    rest = [p[k:] for p, k in zip(prompts, ks)]
+    K, S = max(ks), max(map(len, rest))
+    x = torch.tensor([[0] * (S - len(r)) + r for r in rest], device=device)
+    mask = torch.tensor([[0] * (K - k) + [1] * k + [0] * (S - len(r)) + [1] * len(r) for k, r in zip(ks, rest)],
+                        device=device)
+    positions = torch.tensor(ks, device=device)[:, None] + (mask[:, K:].cumsum(1) - 1).clamp(min=0)
+    if not K: return x, mask, positions, None
+    some = next(c for c in starts if c is not None)
+    none = DynamicCache(config=config)  # the zero-length prefix of a row that has none
+    for i, layer in enumerate(some.layers): none.update(layer.keys[:, :, :0], layer.values[:, :, :0], i)
+    return x, mask, positions, join_caches([none if c is None else c for c in starts], config)
 
 def _join_inputs(ids: list[torch.Tensor], masks: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Input ids and masks of several batches, left-padded to the longest: the layout of their `join_caches`."

@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .core import FinetuneKitError, library_quiet
 from .model import load_model, load_tokenizer, resolve_model
-from .scoring import join_caches, common_prefix
+from .scoring import common_prefix, join_caches, prefill_inputs
 from .train import RunDir, RunError, run_base_model
 
 # %% auto #0
@@ -532,22 +532,6 @@ class _PrefixCache:
         self.recent.extend((owner, ids) for ids in prompts)
         return out
 
-def _prefill_inputs(prompts: list[list[int]], starts: list[DynamicCache | None], config, device):
-    """(token ids, attention mask, position ids, cache) of one forward pass that runs each prompt after its cached
-    prefix in `starts` (None: from the start): prefixes and rests are each left-padded to the longest."""
-    ks = [0 if c is None else c.get_seq_length() for c in starts]
-    rest = [p[k:] for p, k in zip(prompts, ks)]
-    K, S = max(ks), max(map(len, rest))
-    x = torch.tensor([[0] * (S - len(r)) + r for r in rest], device=device)
-    mask = torch.tensor([[0] * (K - k) + [1] * k + [0] * (S - len(r)) + [1] * len(r) for k, r in zip(ks, rest)],
-                        device=device)
-    positions = torch.tensor(ks, device=device)[:, None] + (mask[:, K:].cumsum(1) - 1).clamp(min=0)
-    if not K: return x, mask, positions, None
-    some = next(c for c in starts if c is not None)
-    none = DynamicCache(config=config)  # the zero-length prefix of a row that has none
-    for i, layer in enumerate(some.layers): none.update(layer.keys[:, :, :0], layer.values[:, :, :0], i)
-    return x, mask, positions, join_caches([none if c is None else c for c in starts], config)
-
 
 # %% ../nbs/api/04_server.ipynb #ea23125e
 @dataclass(eq=False)  # rows and requests are compared and hashed by identity
@@ -721,7 +705,7 @@ class _Scheduler:
         rows, prompts = [r for r, _ in ready], [ids for _, ids in ready]
         try:
             starts = prefixes.find(model, owner, prompts) if prefixes else [None] * len(prompts)
-            x, mask, positions, past = _prefill_inputs(prompts, starts, model.config, next(model.parameters()).device)
+            x, mask, positions, past = prefill_inputs(prompts, starts, model.config, next(model.parameters()).device)
             out = model(input_ids=x, attention_mask=mask, position_ids=positions, cache=past, use_cache=True,
                         logits_to_keep=1)
         except Exception as err:
