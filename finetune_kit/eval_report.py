@@ -19,8 +19,8 @@ from .runs import RunDir, RunError
 from .train import run_base_model
 
 # %% auto #0
-__all__ = ['PRIMARY', 'EvalError', 'EvalReport', 'pair_samples', 'save_report', 'split_file', 'eval_inputs', 'other_splits',
-           'base_model_of']
+__all__ = ['PRIMARY', 'FIT_EXAMPLES', 'EvalError', 'EvalReport', 'pair_samples', 'save_report', 'split_file', 'eval_inputs',
+           'other_splits', 'base_model_of']
 
 # %% ../nbs/api/11_eval_report.ipynb #79a34c67
 class EvalError(FinetuneKitError):
@@ -134,7 +134,10 @@ def eval_inputs(run_dir: str | Path, split: str = "test", max_examples: int | No
     train_answers = [e["messages"][-1]["content"] for e in load_examples(split_file(run, "train"), verbose=False)]
     return run, cfg, examples, train_answers
 
-def other_splits(run: RunDir, split: str, n: int) -> dict[str, list[dict]]:
+FIT_EXAMPLES = 64  # training and validation examples the fit diagnosis scores by loss: enough to see a 2x gap; as
+# many as a 200-example test split made the evaluation of distinct prompts take 1.3x as long (bench/README)
+
+def other_splits(run: RunDir, split: str, n: int = FIT_EXAMPLES) -> dict[str, list[dict]]:
     "The first `n` examples of the train and validation splits other than `split` (a missing split is left out)."
     out = {}
     for other in ("train", "validation"):

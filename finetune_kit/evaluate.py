@@ -24,8 +24,8 @@ from .data import ChatCollator, DataError, load_examples, tokenize_examples
 from .model import generate_replies, load_model
 from .scoring import Scores, score_examples  # one prefill a prompt: a reference notebook
 from .train import RunDir, RunError, load_run, plot_losses, read_metrics, run_base_model
-from .eval_report import (PRIMARY, _ORDER, EvalError, EvalReport, base_model_of, eval_inputs, other_splits,
-                                      pair_samples, save_report, split_file)
+from .eval_report import (FIT_EXAMPLES, PRIMARY, _ORDER, EvalError, EvalReport, base_model_of, eval_inputs,
+                                      other_splits, pair_samples, save_report, split_file)
 
 # %% auto #0
 __all__ = ['INVALID', 'METRICS', 'TASKS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy', 'Perplexity',
@@ -389,10 +389,14 @@ def evaluate_run(
     if cfg.strategy in ("lora", "dora"):  # the adapter added into this copy's weights: the same model, fewer products
         model.merge_adapter()
     ft, ft_preds = evaluate_model(model, tok, examples, t, label="fine-tuned", **kw)
-    # as many training and validation examples, scored by loss only: cheap, and enough to see a gap
+    # at most FIT_EXAMPLES training and validation examples, scored by loss only: enough to see a gap
+    others = other_splits(run, split, min(len(examples), FIT_EXAMPLES))
     losses = {k: answer_loss(model, tok, rows, cfg.max_seq_len, kw["batch_size"])["loss"]
-              for k, rows in other_splits(run, split, len(examples)).items()} | {split: ft["loss"]}
+              for k, rows in others.items()} | {split: ft["loss"]}
     fit = diagnose_fit(read_metrics(run.path), losses, base["loss"], split)
+    if len(examples) > FIT_EXAMPLES:  # the report says when the cap took examples out
+        counts = {k: len(rows) for k, rows in others.items()} | {split: len(examples)}
+        fit["notes"].append("losses of " + ", ".join(f"{n} {k}" for k, n in counts.items()) + " examples")
     report = EvalReport(run.path.name, split, len(examples), t.kind, t.labels, base, ft,
                         pair_samples(examples, base_preds, ft_preds), fit)
     return save_report(report, run.path, plot_report)

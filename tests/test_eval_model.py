@@ -83,6 +83,15 @@ def test_evaluate_run_writes_the_report(run):
     assert (run/"eval_test.png").stat().st_size > 1000 and "## Examples" in (run/"eval_test.md").read_text()
     assert "<table" in r._repr_html_()
 
+def test_fit_diagnosis_scores_at_most_fit_examples(run, base, monkeypatch):
+    "The train and validation losses come from their first FIT_EXAMPLES examples, and the report says so."
+    import finetune_kit.evaluate as ev
+    monkeypatch.setattr(ev, "FIT_EXAMPLES", 2)
+    r = evaluate_run(run, max_examples=4, progress=False, batch_size=4)
+    assert "losses of 2 train, 2 validation, 4 test examples" in r.fit["notes"], r.fit
+    first = load_examples(run/"data"/"train.jsonl", verbose=False)[:2]  # an untrained adapter: the base model's loss
+    assert r.fit["losses"]["train"] == pytest.approx(answer_loss(*base, first)["loss"], rel=1e-4)
+
 def test_cli_eval_prints_the_table_and_verdict(run):
     r = run_cli("eval", run, "--max-examples", "3", env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
