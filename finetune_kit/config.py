@@ -76,7 +76,7 @@ class FinetuneConfig(BaseModel):
         0.0, ge=0, lt=1
     )  # dropout on the LoRA input (0, as in PEFT: dropout costs ~30% of a CPU step)
     lora_target: str = "all-linear"  # modules that get an adapter: `all-linear` or names like `q_proj,v_proj`
-    lora_layers: int | None = Field(None, ge=1)  # adapters on the top N blocks only (backward stops there); None: all
+    lora_layers: int | None = Field(None, ge=1)  # adapters on the top N blocks only (faster, less accurate); None: all
     train_last_layers: int = Field(4, ge=0)  # `freeze`: train the last N blocks (plus final norm and head)
     model_dropout: float | None = Field(None, ge=0, lt=1)  # set the model's own attention dropout (None: keep)
     # optimisation

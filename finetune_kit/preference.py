@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 
-from finetune_kit.config import (ConfigError, FinetuneConfig, load_config, resolve_auto, save_config, smoke_cap,
+from finetune_kit.config import (ConfigError, FinetuneConfig, load_config, resolve_auto, smoke_cap,
     smoke_limits)
 from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, detect_format,
     detect_preference_format, iter_records)
 from .data import ChatCollator, check_message, encode_chat, split_examples
 from .model import count_parameters, load_model, pick_device, pick_precision, setup_strategy
 from .model_sources import describe_source, model_source
-from .runs import MetricsLogger, RunDir, RunError, TrainingBar, new_run_dir, run_base_model, write_summary
-from .sample_data import write_jsonl
+from .runs import (MetricsLogger, RunDir, RunError, TrainingBar, new_run_dir, run_base_model,
+    write_run_files, write_summary)
 from .train import FinetuneTrainer, load_run, training_arguments
 
 # %% auto #0
@@ -243,17 +243,12 @@ def split_pairs(pairs: list[dict], val_size: float = 0.1, test_size: float = 0.1
 # %% ../nbs/api/14_preference.ipynb #560983e5
 def _write_pair_run(cfg: FinetuneConfig, rcfg: FinetuneConfig, record: dict, splits: dict, data: dict, run: RunDir,
                     source: dict) -> None:
-    "A new preference run's folder, laid out as an SFT run's: config, base, choices, splits (as pairs), sizes."
-    run.path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
-    run.base_model.write_text(json.dumps(source, indent=2))
-    run.hyperparameters.write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
-    for k, rows in splits.items(): write_jsonl(rows, run.split(k))
+    "A new preference run's folder, laid out as an SFT run's (`write_run_files`), with the sizes of its pairs."
     report = {k: {"pairs": len(splits[k])} for k in splits}
     for k, ds in data.items():  # tokens of both sequences of each pair: what one epoch processes
         tokens = sum(map(len, ds["chosen_input_ids"])) + sum(map(len, ds["rejected_input_ids"]))
         report[k].update(tokens=tokens, dropped=len(splits[k]) - len(ds))
-    run.data_report.write_text(json.dumps(report, indent=2))
+    write_run_files(cfg, rcfg, record, splits, data, run.path, source, report)
 
 def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = None, resume_from: Path | None = None,
                callbacks: list | None = None) -> Path:

@@ -117,22 +117,24 @@ def run_base_description(run_dir: str | Path) -> str | None:
     return describe_source(json.loads(p.read_text())) if p.is_file() else None
 
 # %% ../nbs/api/09_runs.ipynb #ff82aad9
-def write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict) -> dict:
-    "Write a new run's folder: config, base model record, `auto` values as chosen (`rcfg`, `record`), split, sizes."
+def write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict, report: dict | None = None) -> dict:
+    """Write a new run's folder: config, base model record, `auto` values as chosen (`rcfg`, `record`), split, sizes
+    (`report`, or those of the tokenized chat examples in `data`)."""
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run.config)
     with atomic_open(run.base_model) as f: json.dump(source, f, indent=2)
     run.hyperparameters.write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
     for k, rows in splits.items(): write_jsonl(rows, run.split(k))
-    report = {k: {"examples": len(splits[k])} for k in splits}
-    for k, ds in data.items():
-        report[k].update(
-            tokens=sum(map(len, ds["input_ids"])),
-            trained_tokens=sum(sum(l != -100 for l in x) for x in ds["labels"]),
-            dropped=len(splits[k]) - len(ds),
-            longest=max(map(len, ds["input_ids"])),
-        )
+    if report is None:
+        report = {k: {"examples": len(splits[k])} for k in splits}
+        for k, ds in data.items():
+            report[k].update(
+                tokens=sum(map(len, ds["input_ids"])),
+                trained_tokens=sum(sum(l != -100 for l in x) for x in ds["labels"]),
+                dropped=len(splits[k]) - len(ds),
+                longest=max(map(len, ds["input_ids"])),
+            )
     run.data_report.write_text(json.dumps(report, indent=2))
     return report
 

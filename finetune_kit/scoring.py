@@ -17,7 +17,7 @@ from .speed import MIN_SHARED_PREFIX  # as training: a shorter shared beginning 
 
 
 # %% auto #0
-__all__ = ['GENERATE_BATCH', 'common_prefix', 'join_caches', 'prefill_inputs', 'Scores', 'score_examples']
+__all__ = ['GENERATE_BATCH', 'common_prefix', 'join_caches', 'prefill_inputs', 'left_pad_join', 'Scores', 'score_examples']
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0005
 def _encode_prompts(tok, conversations: list[list[dict]], device="cpu"):
@@ -130,11 +130,10 @@ def prefill_inputs(prompts: list[list[int]], starts: list[DynamicCache | None], 
     for i, layer in enumerate(some.layers): none.update(layer.keys[:, :, :0], layer.values[:, :, :0], i)
     return x, mask, positions, join_caches([none if c is None else c for c in starts], config)
 
-def _join_inputs(ids: list[torch.Tensor], masks: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "Input ids and masks of several batches, left-padded to the longest: the layout of their `join_caches`."
-    L = max(x.shape[1] for x in ids)
-    pad = lambda t, v: torch.nn.functional.pad(t, (L - t.shape[1], 0), value=v)
-    return torch.cat([pad(x, pad_id) for x in ids]), torch.cat([pad(m, 0) for m in masks])
+def left_pad_join(rows: list[torch.Tensor], value: int = 0) -> torch.Tensor:
+    "Batches of rows (input ids or masks) left-padded with `value` to the longest, as one: the layout of `join_caches`."
+    L = max(x.shape[1] for x in rows)
+    return torch.cat([torch.nn.functional.pad(x, (L - x.shape[1], 0), value=value) for x in rows])
 
 @torch.no_grad()
 def _generate_from(model, tok, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int) -> list[str]:
@@ -189,7 +188,8 @@ def score_examples(model, tok, examples: list[dict], max_seq_len: int = 512, bat
             bar.update(len(b))
         if not max_new_tokens: continue
         joined = join_caches(caches, config) if len(caches) > 1 else caches[0]
-        parts = [(rows, joined, *_join_inputs(ids, masks, tok.pad_token_id))] if joined is not None else \
+        one = (rows, joined, left_pad_join(ids, tok.pad_token_id), left_pad_join(masks))
+        parts = [one] if joined is not None else \
             [(rows[k:k + batch_size], *a) for k, a in zip(range(0, len(rows), batch_size), zip(caches, ids, masks))]
         for r, c, x, m in parts:
             for i, a in zip(r, _generate_from(model, tok, x, m, c, max_new_tokens)): out.answers[i] = a

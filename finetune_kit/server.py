@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .core import FinetuneKitError, library_quiet
 from .model import load_model, load_tokenizer, resolve_model
-from .scoring import common_prefix, join_caches, prefill_inputs
+from .scoring import common_prefix, join_caches, left_pad_join, prefill_inputs
 from .train import RunDir, RunError, run_base_model
 
 # %% auto #0
@@ -456,14 +456,6 @@ def _pick_token(temperature: float, top_p: float, seed: int | None, device):
         return int(torch.multinomial(probs, 1, generator=g))
     return pick
 
-def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    "`x` with zeros in front along `dim`, up to `length`."
-    missing = length - x.shape[dim]
-    if missing <= 0: return x
-    shape = list(x.shape)
-    shape[dim] = missing
-    return torch.cat([x.new_zeros(shape), x], dim=dim)
-
 def _batchable(model) -> bool:
     "Whether `model`'s cache is one plain `DynamicLayer` per layer: keys and values that can be padded and stacked."
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
@@ -581,9 +573,8 @@ class _Batch:
         "Append `rows`, whose prompts' cache is `cache`, its padding marked by `mask`."
         if self.cache is None: self.cache, self.mask = cache, mask
         else:
-            n = max(self.mask.shape[1], mask.shape[1])
             self.cache = join_caches([self.cache, cache], config)
-            self.mask = torch.cat([_left_pad(self.mask, n, 1), _left_pad(mask, n, 1)])
+            self.mask = left_pad_join([self.mask, mask])
         self.rows += rows
 
     def keep(self, rows: list[_Row]):
