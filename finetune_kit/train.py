@@ -235,10 +235,13 @@ BUDGET_MARGIN_S = 5.0  # kept back from a time budget for saving the final weigh
 BUDGET_PLAN_SHARE = 0.9  # of the time left, the share the plan fills (steps run slower than the probe's)
 
 class BudgetDeadline(TrainerCallback):
-    "Stops training at a deadline (a time budget whose plan the steps ran slower than the probe measured)."
-    def __init__(self, deadline: float): self.deadline, self.stopped_at = deadline, None
+    """Stops training before a deadline (a time budget whose plan the steps ran slower than the probe measured): after
+    the first step that leaves less time than it took itself, so the next one cannot run past it."""
+    def __init__(self, deadline: float): self.deadline, self.stopped_at, self.began = deadline, None, None
+    def on_step_begin(self, args, state, control, **kw): self.began = time.time()
     def on_step_end(self, args, state, control, **kw):
-        if time.time() >= self.deadline and state.global_step < state.max_steps:
+        now = time.time()
+        if now + (now - (self.began or now)) >= self.deadline and state.global_step < state.max_steps:
             control.should_training_stop = control.should_save = True
             self.stopped_at = state.global_step
             print(f"time budget reached: stopping at step {state.global_step} of {state.max_steps}")
