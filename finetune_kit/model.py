@@ -18,9 +18,10 @@ from .model_sources import (MODEL_ALIASES, ModelAlias, ModelError, cache_dir, ch
                                         describe_source, ensure_gguf, model_source, resolve_model, weights_fingerprint)
 
 # %% auto #0
-__all__ = ['pick_device', 'cpu_has_bf16', 'pick_precision', 'load_tokenizer', 'load_model', 'count_parameters',
-           'generate_replies', 'add_lora', 'transformer_blocks', 'freeze_first_layers', 'set_model_dropout',
-           'setup_strategy', 'estimate_memory_for', 'estimate_memory', 'available_memory', 'check_memory']
+__all__ = ['pick_device', 'cpu_has_bf16', 'pick_precision', 'load_tokenizer', 'load_model', 'count_parameters', 'reply_settings',
+           'decode_replies', 'generate_replies', 'add_lora', 'transformer_blocks', 'freeze_first_layers',
+           'set_model_dropout', 'setup_strategy', 'estimate_memory_for', 'estimate_memory', 'available_memory',
+           'check_memory']
 
 # %% ../nbs/02_model.ipynb #923a496f
 def pick_device(device: str = "auto") -> str:
@@ -82,16 +83,23 @@ def count_parameters(model) -> tuple[int, int]:
     return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
 
 # %% ../nbs/02_model.ipynb #3ddd486b
+def reply_settings(tok, **gen_kwargs) -> dict:
+    "`generate`'s settings for a reply: greedy unless sampling is asked for, ending at the end-of-turn token."
+    gen = {"do_sample": False, **gen_kwargs}
+    if not gen["do_sample"]: gen.update(temperature=None, top_p=None, top_k=None)  # else generate warns of them
+    return {"eos_token_id": tok.convert_tokens_to_ids(tok.eos_token), "pad_token_id": tok.pad_token_id, **gen}
+
+def decode_replies(tok, out: torch.Tensor, prompt_len: int) -> list[str]:
+    "The text that `generate` added to each row of `out` after its `prompt_len` prompt tokens."
+    return [tok.decode(o[prompt_len:], skip_special_tokens=True).strip() for o in out]
+
 @torch.no_grad()
 def generate_replies(model, tok, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
                      progress: bool = False, **gen_kwargs) -> list[str]:
     "The assistant's reply to each conversation (greedy by default), generated in left-padded batches."
     from tqdm.auto import tqdm
     side, tok.padding_side = tok.padding_side, "left"
-    eot = tok.convert_tokens_to_ids(tok.eos_token)
-    gen_kwargs = {"do_sample": False, **gen_kwargs}
-    if not gen_kwargs["do_sample"]: gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-    replies, device = [], next(model.parameters()).device
+    settings, replies, device = reply_settings(tok, **gen_kwargs), [], next(model.parameters()).device
     try:
         starts = range(0, len(conversations), batch_size)
         for i in tqdm(starts, desc="generating", disable=not progress or len(starts) < 2):
@@ -104,10 +112,8 @@ def generate_replies(model, tok, conversations: list[list[dict]], max_new_tokens
                 for c in conversations[i : i + batch_size]
             ]
             enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, eos_token_id=eot, pad_token_id=tok.pad_token_id, **gen_kwargs
-            )
-            replies += [tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, **settings)
+            replies += decode_replies(tok, out, enc["input_ids"].shape[1])
     finally: tok.padding_side = side
     return replies
 

@@ -13,6 +13,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .data import encode_example, tokenize_examples
+from .model import decode_replies, reply_settings
 from .speed import MIN_SHARED_PREFIX  # as training: a shorter shared beginning is not worth a pass
 
 
@@ -139,9 +140,8 @@ def left_pad_join(rows: list[torch.Tensor], value: int = 0) -> torch.Tensor:
 def _generate_from(model, tok, ids: torch.Tensor, mask: torch.Tensor, cache, max_new_tokens: int) -> list[str]:
     "Greedy answers to prompts read into `cache` (`ids`, `mask`: its layout), decoded as `generate_replies` does."
     out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens,
-                         eos_token_id=tok.convert_tokens_to_ids(tok.eos_token), pad_token_id=tok.pad_token_id,
-                         do_sample=False, temperature=None, top_p=None, top_k=None)
-    return [tok.decode(o[ids.shape[1]:], skip_special_tokens=True).strip() for o in out]
+                         **reply_settings(tok))
+    return decode_replies(tok, out, ids.shape[1])
 
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0007
