@@ -248,7 +248,7 @@ def _write_pair_run(cfg: FinetuneConfig, rcfg: FinetuneConfig, record: dict, spl
     for k, ds in data.items():  # tokens of both sequences of each pair: what one epoch processes
         tokens = sum(map(len, ds["chosen_input_ids"])) + sum(map(len, ds["rejected_input_ids"]))
         report[k].update(tokens=tokens, dropped=len(splits[k]) - len(ds))
-    write_run_files(cfg, rcfg, record, splits, data, run.path, source, report)
+    write_run_files(cfg, rcfg, record, splits, run.path, source, report)
 
 def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = None, resume_from: Path | None = None,
                callbacks: list | None = None) -> Path:

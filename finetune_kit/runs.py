@@ -20,7 +20,7 @@ from .sample_data import write_jsonl
 
 # %% auto #0
 __all__ = ['COMPLETE', 'BASE_MODEL', 'SHOWN_LOGS', 'RunError', 'TrainingDiverged', 'checkpoint_step', 'RunDir',
-           'latest_checkpoint', 'new_run_dir', 'mark_complete', 'run_base_model', 'run_base_description',
+           'latest_checkpoint', 'new_run_dir', 'mark_complete', 'run_base_model', 'run_base_description', 'chat_sizes',
            'write_run_files', 'MetricsLogger', 'read_metrics', 'plot_losses', 'write_summary', 'LivePlot',
            'TrainingBar', 'list_runs', 'compare_runs']
 
@@ -117,26 +117,28 @@ def run_base_description(run_dir: str | Path) -> str | None:
     return describe_source(json.loads(p.read_text())) if p.is_file() else None
 
 # %% ../nbs/api/09_runs.ipynb #ff82aad9
-def write_run_files(cfg, rcfg, record, splits, data, run_dir, source: dict, report: dict | None = None) -> dict:
-    """Write a new run's folder: config, base model record, `auto` values as chosen (`rcfg`, `record`), split, sizes
-    (`report`, or those of the tokenized chat examples in `data`)."""
+def chat_sizes(splits: dict, data: dict) -> dict:
+    "Per split: examples; and for each tokenized split in `data`, its tokens, trained tokens, dropped and longest."
+    sizes = {k: {"examples": len(splits[k])} for k in splits}
+    for k, ds in data.items():
+        sizes[k].update(
+            tokens=sum(map(len, ds["input_ids"])),
+            trained_tokens=sum(sum(l != -100 for l in x) for x in ds["labels"]),
+            dropped=len(splits[k]) - len(ds),
+            longest=max(map(len, ds["input_ids"])),
+        )
+    return sizes
+
+def write_run_files(cfg, rcfg, record, splits, run_dir, source: dict, sizes: dict) -> dict:
+    "Write a new run's folder: config, base model record, `auto` values as chosen (`rcfg`, `record`), split, `sizes`."
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run.config)
     with atomic_open(run.base_model) as f: json.dump(source, f, indent=2)
     run.hyperparameters.write_text(json.dumps({**record, "resolved": rcfg.model_dump()}, indent=2))
     for k, rows in splits.items(): write_jsonl(rows, run.split(k))
-    if report is None:
-        report = {k: {"examples": len(splits[k])} for k in splits}
-        for k, ds in data.items():
-            report[k].update(
-                tokens=sum(map(len, ds["input_ids"])),
-                trained_tokens=sum(sum(l != -100 for l in x) for x in ds["labels"]),
-                dropped=len(splits[k]) - len(ds),
-                longest=max(map(len, ds["input_ids"])),
-            )
-    run.data_report.write_text(json.dumps(report, indent=2))
-    return report
+    run.data_report.write_text(json.dumps(sizes, indent=2))
+    return sizes
 
 # %% ../nbs/api/09_runs.ipynb #bac4b4e2
 class MetricsLogger(TrainerCallback):

@@ -36,7 +36,7 @@ from finetune_kit.model import (
 from .sample_data import write_jsonl
 from .speed import SupervisedHead, speed_setup, supervised_loss
 # the run folder's bookkeeping (layout, checkpoints, metrics, summary, plots, table of runs): a reference notebook
-from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, RunDir, RunError,
+from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, RunDir, RunError, chat_sizes,
                                TrainingBar, TrainingDiverged, checkpoint_step, compare_runs, latest_checkpoint,
                                list_runs, mark_complete, new_run_dir, plot_losses, read_metrics, run_base_description,
                                run_base_model, write_run_files, write_summary)
@@ -360,7 +360,7 @@ def _fit(
     trainable, total = count_parameters(model)
     if resume_from is None:
         run_dir = _shared_run_dir(cfg, state)
-        if state.is_main_process: write_run_files(cfg, rcfg, record, splits, data, run_dir, source)
+        if state.is_main_process: write_run_files(cfg, rcfg, record, splits, run_dir, source, chat_sizes(splits, data))
         state.wait_for_everyone()
     run = RunDir(run_dir)
     if state.is_main_process:
