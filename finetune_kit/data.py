@@ -631,11 +631,19 @@ def tokenize_examples(tok, examples: list[dict], max_seq_len: int = 512, verbose
 # %% ../nbs/01_data.ipynb #1d4ba008
 @dataclass
 class ChatCollator:
-    "Pads a batch on the right; padding is masked by position (pad id == end-of-turn id in SmolLM2)."
+    """Pads a batch on the right; padding is masked by position (pad id == end-of-turn id in SmolLM2). `packed`: no
+    padding, the examples end to end in one row, each with positions from 0 (for varlen attention kernels)."""
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    packed: bool = False
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         import torch
+        if self.packed:
+            labels = [torch.tensor(b["labels"]) for b in batch]
+            for l in labels: l[0] = -100  # a first token is no one's next token: the row before it ends its own example
+            return {"input_ids": torch.tensor([t for b in batch for t in b["input_ids"]])[None],
+                    "labels": torch.cat(labels)[None],
+                    "position_ids": torch.cat([torch.arange(len(b["input_ids"])) for b in batch])[None]}
         n = max(len(b["input_ids"]) for b in batch)
         if self.pad_to_multiple_of: n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
         ids = torch.full((len(batch), n), self.pad_token_id, dtype=torch.long)

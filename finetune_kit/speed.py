@@ -16,7 +16,7 @@ from transformers.cache_utils import DynamicLayer
 # %% auto #0
 __all__ = ['MIN_SHARED_PREFIX', 'EAGER_ATTENTION_MAX_LEN', 'fast_lora_forward', 'use_fast_lora', 'cast_frozen',
            'supervised_positions', 'SupervisedHead', 'shared_prefix_length', 'can_share_prefix', 'shared_prefix_cache',
-           'supervised_loss', 'attention_for', 'speed_setup']
+           'supervised_loss', 'has_flash_attn', 'attention_for', 'speed_setup']
 
 # %% ../nbs/03a_speed.ipynb #d9ea6ea0
 def fast_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -151,19 +151,28 @@ def supervised_loss(model, inputs: dict, head: SupervisedHead, num_items: int | 
 # %% ../nbs/03a_speed.ipynb #d8156470
 EAGER_ATTENTION_MAX_LEN = 256  # on a CPU, plain attention beats SDPA's kernel up to about this length
 
-def attention_for(device: str, longest: int) -> str:
+def has_flash_attn() -> bool:
+    "Whether the `flash-attn` package (varlen flash attention kernels for CUDA) is installed."
+    import importlib.util
+    return importlib.util.find_spec("flash_attn") is not None
+
+def attention_for(device: str, longest: int, precision: str = "fp32") -> str:
     "The attention implementation that trains fastest on `device` when the longest sequence has `longest` tokens."
-    return "eager" if device == "cpu" and longest <= EAGER_ATTENTION_MAX_LEN else "sdpa"
+    if device == "cpu": return "eager" if longest <= EAGER_ATTENTION_MAX_LEN else "sdpa"
+    if device == "cuda" and precision in ("bf16", "fp16") and has_flash_attn(): return "flash_attention_2"
+    return "sdpa"
 
 def speed_setup(model, strategy: str, device: str, precision: str, longest: int) -> dict:
     """Apply the fast path to a model set up for `strategy`; returns what it did (`autocast` says whether the Trainer
     should still autocast)."""
-    plan = {"attention": attention_for(device, longest), "bf16_frozen_weights": 0, "fast_lora_layers": 0,
-            "autocast": precision in ("bf16", "fp16"), "supervised_head": True, "group_by_length": True}
+    plan = {"attention": attention_for(device, longest, precision), "bf16_frozen_weights": 0, "fast_lora_layers": 0,
+            "autocast": precision in ("bf16", "fp16"), "supervised_head": True, "group_by_length": True,
+            "packed": False}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if hasattr(base, "set_attn_implementation") and base.config._attn_implementation != plan["attention"]:
         with contextlib.suppress(Exception): base.set_attn_implementation(plan["attention"])
     plan["attention"] = base.config._attn_implementation
+    plan["packed"] = plan["attention"] == "flash_attention_2"  # varlen kernels: batches without padding pay
     if strategy == "qlora": return plan  # 4-bit weights: bitsandbytes decides the compute dtype
     if (
         strategy == "lora"

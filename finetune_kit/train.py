@@ -136,11 +136,13 @@ def _shared_run_dir(cfg: FinetuneConfig, state) -> Path:
 
 # %% ../nbs/03_train.ipynb #2442ab9f
 def make_trainer(rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str,
-                 callbacks=(), group_by_length: bool = True):  # False: random batches even on the fast path
+                 callbacks=(), group_by_length: bool = True,  # False: random batches even on the fast path
+                 packed: bool | None = None):  # batches without padding; None: where the fast path's attention pays
     "(FinetuneTrainer, fast-path plan or None) for a model set up for `rcfg.strategy` and tokenized `data` splits."
     longest = max(map(len, data["train"]["input_ids"]))
     plan = speed_setup(model, rcfg.strategy, device, precision, longest) if rcfg.fast else None
     if plan: plan["group_by_length"] = group_by_length
+    if plan and packed is not None: plan["packed"] = packed
     if plan:  # lengths for the length-grouped sampler
         data = {k: ds if "length" in ds.column_names else ds.add_column("length", [len(x) for x in ds["input_ids"]])
                 for k, ds in data.items()}
@@ -148,7 +150,8 @@ def make_trainer(rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, de
                               autocast=plan["autocast"] if plan else True,
                               group_by_length=bool(plan and plan["group_by_length"]))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("validation"),
-                              data_collator=ChatCollator(tok.pad_token_id), compute_metrics=token_accuracy,
+                              data_collator=ChatCollator(tok.pad_token_id, packed=bool(plan and plan["packed"])),
+                              compute_metrics=token_accuracy,
                               preprocess_logits_for_metrics=None if plan else argmax_logits, callbacks=list(callbacks),
                               supervised_head=SupervisedHead(model) if plan else None)
     if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)

@@ -74,3 +74,48 @@ def test_fast_run_logs_training_token_accuracy(tmp_path):
     assert any("eval_token_accuracy" in r for r in rows)
     summary = json.loads((run/"summary.json").read_text())
     assert summary["fast_path"]["supervised_head"] is True
+
+
+def _packed_loss_grads(packed: bool, attention: str, tmp_path):
+    trainer, plan, batch = _trainer("lora", True, "fp32", tmp_path)
+    model = trainer.model
+    model.get_base_model().set_attn_implementation(attention)
+    if packed:
+        rows = [{"input_ids": r[m.bool()].tolist(), "labels": l[m.bool()].tolist()}
+                for r, l, m in zip(batch["input_ids"], batch["labels"], batch["attention_mask"])]
+        batch = ChatCollator(0, packed=True)(rows)
+        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    model.train()
+    n_items = (batch["labels"][:, 1:] != -100).sum()
+    loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_packed_batch_gives_the_padded_loss_and_gradients(attention, tmp_path):
+    "Packed rows (no padding, positions from 0 per example: what varlen flash attention runs on a GPU) change nothing."
+    ref_loss, ref_grads = _packed_loss_grads(False, attention, tmp_path)
+    loss, grads = _packed_loss_grads(True, attention, tmp_path)
+    assert abs(loss - ref_loss) < 1e-4 * max(1, ref_loss)
+    for n in ref_grads:
+        err = (grads[n] - ref_grads[n]).norm() / ref_grads[n].norm().clamp_min(1e-12)
+        assert err < 1e-3, f"{attention} {n}: relative gradient error {err:.2e}"
+
+
+def test_packed_trainer_evaluates_like_padded(tmp_path):
+    "make_trainer(packed=True) packs training and validation batches; the evaluation's loss and token accuracy agree."
+    model, tok = load_model("smollm2-135m", "cpu")
+    rows = make_support_tickets(12, seed=5)
+    data = {"train": tokenize_examples(tok, rows[:8], 512, verbose=False),
+            "validation": tokenize_examples(tok, rows[8:], 512, verbose=False)}
+    cfg = FinetuneConfig(batch_size=4, max_steps=1, eval_steps=1, save_steps=1)
+    rcfg, _ = resolve_auto(cfg, 8)
+    model = setup_strategy(model, rcfg)
+    results = {}
+    for packed in (False, True):
+        trainer, plan = make_trainer(rcfg, model, tok, data, tmp_path/str(packed), "cpu", "fp32", packed=packed)
+        assert plan["packed"] is packed and trainer.data_collator.packed is packed
+        results[packed] = trainer.evaluate()
+    assert abs(results[True]["eval_loss"] - results[False]["eval_loss"]) < 1e-4 * results[False]["eval_loss"]
+    assert results[True]["eval_token_accuracy"] == results[False]["eval_token_accuracy"]
