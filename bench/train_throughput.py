@@ -24,7 +24,8 @@ weights means nothing and is not computed. Configurations: `plain-fp32` / `plain
 recipe people write), `plain-full` (HF Trainer, every weight trained, bf16 autocast where native), `plain-liger`
 (plain-bf16 with `use_liger_kernel=True`, where `liger-kernel` is installed); finetune_kit's `lora`, `freeze`, `full`,
 `lora-topN` (adapters on the top N blocks), and `lora-packed` / `full-packed` (batches packed without padding whatever
-the attention kernel; `--attention` picks one, e.g. flex_attention, for finetune_kit's configurations).
+the attention kernel: on a GPU without flash-attn, flex_attention, which skips the blocks between examples; `--attention`
+picks one for all of finetune_kit's configurations).
 """
 from __future__ import annotations
 import argparse, importlib.util, json, os, random, resource, subprocess, sys, tempfile, time
@@ -158,8 +159,11 @@ def child(kind: str, args) -> dict:
         model = setup_strategy(model, rcfg)
         trainer, plan = make_trainer(rcfg, model, tok, data, Path(out_dir), args.device, precision,
                                      packed=True if kind in PACKED else None)
-        if args.attention:
-            (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(args.attention)
+        attention = args.attention
+        if not attention and kind in PACKED and args.device == "cuda" and plan["attention"] != "flash_attention_2":
+            attention = "flex_attention"  # without flash-attn, the kernel that skips the blocks between packed examples
+        if attention:
+            (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(attention)
         trainer.args.disable_tqdm = True
         tokens = sum(len(x) for x in data["train"]["input_ids"])
     trainable, total = count_parameters(model)
