@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/preference.html.md"""
 
 # %% ../nbs/api/14_preference.ipynb #912501c5
 from __future__ import annotations
-import json, time
+import contextlib, json, time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,15 +23,16 @@ from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, detect
 from .data import ChatCollator, check_message, encode_chat, split_examples
 from .model import count_parameters, load_model, pick_device, pick_precision, setup_strategy
 from .model_sources import describe_source, model_source
+from .speed import SupervisedHead, speed_setup
 from .runs import (MetricsLogger, RunDir, RunError, TrainingBar, new_run_dir, run_base_model,
     write_run_files, write_summary)
 from .train import FinetuneTrainer, load_run, training_arguments
 
 # %% auto #0
 __all__ = ['AUTO_BETA', 'ADAPTER_STRATEGIES', 'convert_pair', 'iter_pairs', 'load_pairs', 'encode_pair', 'tokenize_pairs',
-           'PairCollator', 'answer_logps', 'dpo_loss', 'reference_logps', 'preference_loss', 'resolve_beta',
-           'PreferenceTrainer', 'split_pairs', 'train_preference', 'resume_preference', 'preference_scores',
-           'evaluate_preferences']
+           'PairCollator', 'answer_logps', 'dpo_loss', 'reference_logps', 'preference_logps', 'preference_loss',
+           'resolve_beta', 'PreferenceTrainer', 'split_pairs', 'train_preference', 'resume_preference',
+           'preference_scores', 'evaluate_preferences']
 
 # %% ../nbs/api/14_preference.ipynb #d4bc16b5
 # `PREFERENCE_FORMATS` and `detect_preference_format` are the formats module's: the SFT reader names them too
@@ -165,15 +166,22 @@ class PairCollator:
         return ChatCollator(self.pad_token_id)(seqs)
 
 # %% ../nbs/api/14_preference.ipynb #42d35a95
-def answer_logps(model, batch: dict) -> torch.Tensor:
-    "Per sequence, the summed log-probability of its labelled (answer) tokens; prompt and padding do not count."
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    targets = batch["labels"][:, 1:]
-    mask = targets != -100  # by position: SmolLM2's pad token is its end-of-turn token, which *is* trained
-    rows = mask.nonzero()[:, 0]
+def answer_logps(model, batch: dict, head: SupervisedHead | None = None) -> torch.Tensor:
+    """Per sequence, the summed log-probability of its labelled (answer) tokens; prompt and padding do not count.
+    With `head` (the fast path's), the output layer runs at the answer positions only."""
+    labels = batch["labels"]
+    if head is not None:
+        with head.select(labels) as (pos, targets):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if logits.dim() == 3: logits = logits.reshape(-1, logits.shape[-1]).index_select(0, pos)  # no hook applied
+        rows = pos // labels.shape[1]
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        mask = labels[:, 1:] != -100  # by position: SmolLM2's pad token is its end-of-turn token, which *is* trained
+        rows, logits, targets = mask.nonzero()[:, 0], logits[:, :-1][mask], labels[:, 1:][mask]
     # only the answer positions go through log_softmax: a (tokens, vocabulary) matrix, not (batch, length, vocabulary)
-    lp = logits[:, :-1][mask].float().log_softmax(-1).gather(1, targets[mask].unsqueeze(1)).squeeze(1)
-    return torch.zeros(len(targets), dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
+    lp = logits.float().log_softmax(-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    return torch.zeros(len(labels), dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
 
 def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,  # the policy's answer log-probabilities
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,  # the reference's
@@ -184,17 +192,49 @@ def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,  # the po
     loss = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio)).mean()
     return loss, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
-def reference_logps(model, batch: dict) -> torch.Tensor:
+def reference_logps(model, batch: dict, head: SupervisedHead | None = None) -> torch.Tensor:
     "`answer_logps` of the reference: the same model with its adapter switched off (no second copy of the weights)."
     if not hasattr(model, "disable_adapter"):
         raise ConfigError("preference tuning needs an adapter (strategy lora, dora or qlora): the reference model is "
                           "the base with the adapter disabled")
-    with torch.no_grad(), model.disable_adapter(): return answer_logps(model, batch)
+    with torch.no_grad(), model.disable_adapter(): return answer_logps(model, batch, head)
 
-def preference_loss(model, batch: dict, beta: float = 0.1) -> tuple[torch.Tensor, dict]:
+def _first_trained_block(model) -> int:
+    """Index of the lowest decoder block that holds a trained weight, if nothing below it (embeddings included)
+    trains; else 0. The blocks below it compute the same with the adapter on or off."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(base.get_decoder(), "layers", None) if hasattr(base, "get_decoder") else None
+    trains = lambda m: m is not None and any(p.requires_grad for p in m.parameters())
+    if not layers or trains(base.get_input_embeddings()): return 0
+    return next((i for i, block in enumerate(layers) if trains(block)), 0)
+
+@contextlib.contextmanager
+def _blocks_return(layers, k: int, out):
+    "Blocks below `k` return `out` (block k-1's output from an earlier pass of the same batch) instead of computing."
+    saved = [block.__dict__.get("forward") for block in layers[:k]]
+    for block in layers[:k]: block.forward = lambda *a, **kw: out
+    try: yield
+    finally:
+        for block, f in zip(layers[:k], saved):
+            if f is None: del block.forward
+            else: block.forward = f
+
+def preference_logps(model, batch: dict, head: SupervisedHead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(policy, reference) `answer_logps` of a batch. With adapters on the top blocks only (`lora_layers`), the blocks
+    below them run once, in the reference pass; the policy pass starts from their output."""
+    k = _first_trained_block(model)
+    layers, seen = model.get_base_model().get_decoder().layers if k else None, {}
+    hook = layers[k - 1].register_forward_hook(lambda m, a, out: seen.setdefault("out", out)) if k else None
+    try: ref = reference_logps(model, batch, head)
+    finally:
+        if hook: hook.remove()
+    with _blocks_return(layers, k, seen["out"]) if seen else contextlib.nullcontext():
+        return answer_logps(model, batch, head), ref
+
+def preference_loss(model, batch: dict, beta: float = 0.1, head: SupervisedHead | None = None
+                   ) -> tuple[torch.Tensor, dict]:
     "DPO loss of a `PairCollator` batch, and its reward statistics (accuracy, margin, chosen, rejected)."
-    ref = reference_logps(model, batch)
-    pol = answer_logps(model, batch)
+    pol, ref = preference_logps(model, batch, head)
     n = len(pol) // 2
     loss, rc, rr = dpo_loss(pol[:n], pol[n:], ref[:n], ref[n:], beta)
     return loss, {"rewards/accuracies": (rc > rr).float(), "rewards/margins": rc - rr,
@@ -220,7 +260,7 @@ class PreferenceTrainer(FinetuneTrainer):
         self.model_accepts_loss_kwargs = False  # the loss is a mean over pairs: the Trainer scales it for grad_accum
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         "The DPO loss of a `PairCollator` batch; its reward statistics are kept for the next log."
-        loss, stats = preference_loss(model, inputs, self.beta)
+        loss, stats = preference_loss(model, inputs, self.beta, self.supervised_head)
         for k, v in stats.items(): self._rewards["train" if model.training else "eval"][k].append(float(v.mean()))
         return (loss, {"loss": loss}) if return_outputs else loss
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -275,13 +315,19 @@ def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = N
     print(f"run {run.path}: {len(data['train'])} preference pairs, DPO beta {beta}, strategy {rcfg.strategy}, "
           f"{trainable:,} of {total:,} parameters trainable, {device} {precision}; epochs {rcfg.epochs:g}, "
           f"batch {rcfg.batch_size} pairs, lr {rcfg.learning_rate}")
-    args = training_arguments(rcfg, run.path, device, precision, "validation" in data)
+    longest = max(len(x) for k in ("chosen_input_ids", "rejected_input_ids") for x in data["train"][k])
+    plan = speed_setup(model, rcfg.strategy, device, precision, longest) if rcfg.fast else None
+    if plan:  # the SFT stage's fast path; pairs come in random batches
+        plan["group_by_length"] = False
+        print("fast path: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v not in (0, False)))
+    args = training_arguments(rcfg, run.path, device, precision, "validation" in data,
+                              autocast=plan["autocast"] if plan else True)
     cbs = [MetricsLogger(run.metrics), *(callbacks or [])]
     if rcfg.early_stopping_patience and "validation" in data:
         cbs.append(EarlyStoppingCallback(rcfg.early_stopping_patience))
     trainer = PreferenceTrainer(model=model, args=args, train_dataset=data["train"],
                                 eval_dataset=data.get("validation"), data_collator=PairCollator(tok.pad_token_id),
-                                callbacks=cbs, beta=beta)
+                                callbacks=cbs, beta=beta, supervised_head=SupervisedHead(model) if plan else None)
     if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)
     start = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -339,9 +385,9 @@ def preference_scores(model, tok, pairs: list[dict], batch_size: int = 16, max_s
     for i in range(0, len(data), batch_size):
         rows = [data[j] for j in range(i, min(i + batch_size, len(data)))]
         batch = {k: v.to(model.device) for k, v in collate(rows).items()}
-        lp = answer_logps(model, batch)
+        lp, rp = preference_logps(model, batch) if adapter else (answer_logps(model, batch), None)
         pol.append(lp.view(2, -1))
-        if adapter: ref.append(reference_logps(model, batch).view(2, -1))
+        if adapter: ref.append(rp.view(2, -1))
     model.train(was_training)
     pol = torch.cat(pol, 1)
     out = {"pairs": pol.shape[1], "win_rate": float((pol[0] > pol[1]).float().mean()),

@@ -80,3 +80,41 @@ def test_non_adapter_strategy_is_refused(pair_file, tmp_path):
     from finetune_kit.preference import train_preference
     with pytest.raises(ConfigError, match="needs an adapter"):
         train_preference(FinetuneConfig(data=str(pair_file), runs_dir=str(tmp_path), strategy="full", device="cpu"))
+
+
+def test_fast_dpo_gives_the_plain_loss_and_gradients(tok):
+    """Adapters on the top 2 blocks: the fast loss (output layer at answer positions, the blocks below the adapters run
+    once, in the reference pass) equals the plain one (full logits, two full passes), gradients included."""
+    from finetune_kit.config import FinetuneConfig
+    from finetune_kit.model import load_model, setup_strategy
+    from finetune_kit.preference import (PairCollator, _first_trained_block, answer_logps, dpo_loss, load_pairs,
+                                         preference_loss, reference_logps, tokenize_pairs)
+    from finetune_kit.speed import SupervisedHead
+    torch.manual_seed(0)
+    model = setup_strategy(load_model("smollm2-135m", "cpu")[0], FinetuneConfig(lora_layers=2, lora_dropout=0.0))
+    with torch.no_grad():  # a moved policy, so that policy and reference differ
+        for n, p in model.named_parameters():
+            if "lora_B" in n: p.normal_(0, 0.02)
+    data = tokenize_pairs(tok, load_pairs("sample:ticket_preferences")[:4], verbose=False)
+    batch = PairCollator(tok.pad_token_id)([data[i] for i in range(4)])
+    layers = model.get_base_model().get_decoder().layers
+    assert _first_trained_block(model) == len(layers) - 2
+    calls = []
+    layers[0].mlp.register_forward_hook(lambda *a: calls.append(1))
+    trained = [p for p in model.parameters() if p.requires_grad]
+
+    def run(fast: bool):
+        model.zero_grad()
+        calls.clear()
+        if fast: loss = preference_loss(model, batch, 0.1, SupervisedHead(model))[0]
+        else:
+            ref, pol = reference_logps(model, batch), answer_logps(model, batch)
+            loss = dpo_loss(pol[:4], pol[4:], ref[:4], ref[4:], 0.1)[0]
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in trained]), len(calls)
+
+    plain, fast = run(False), run(True)
+    assert plain[2] == 2 and fast[2] == 1  # the bottom block ran twice, then once
+    assert abs(fast[0] - plain[0]) < 1e-5 * max(1, abs(plain[0]))
+    assert (fast[1] - plain[1]).norm() / plain[1].norm() < 1e-4
+    for block in layers: assert "forward" not in block.__dict__  # the blocks are put back
