@@ -21,6 +21,8 @@ def main():
     p.add_argument("--pairs", type=int, default=8, help="pairs in the batch (the preference lesson's batch size)")
     p.add_argument("--lora-layers", default="6,all", help="comma-separated: adapters on the top N blocks, or all")
     args = p.parse_args()
+    if bad := [x for x in args.lora_layers.split(",") if x != "all" and not (x.isdigit() and int(x) > 0)]:
+        p.error(f"--lora-layers: {bad} is not a number of blocks or 'all'")
     from finetune_kit.config import FinetuneConfig
     from finetune_kit.model import load_model, pick_precision, setup_strategy
     from finetune_kit.preference import (PairCollator, answer_logps, dpo_loss, load_pairs, preference_loss,

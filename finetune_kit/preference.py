@@ -23,7 +23,7 @@ from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, detect
 from .data import ChatCollator, check_message, encode_chat, split_examples
 from .model import count_parameters, load_model, pick_device, pick_precision, setup_strategy
 from .model_sources import describe_source, model_source
-from .speed import SupervisedHead, speed_setup
+from .speed import SupervisedHead, describe_plan, speed_setup
 from .runs import (MetricsLogger, RunDir, RunError, TrainingBar, new_run_dir, run_base_model,
     write_run_files, write_summary)
 from .train import FinetuneTrainer, load_run, training_arguments
@@ -319,7 +319,7 @@ def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = N
     plan = speed_setup(model, rcfg.strategy, device, precision, longest) if rcfg.fast else None
     if plan:  # the SFT stage's fast path; pairs come in random batches
         plan["group_by_length"] = False
-        print("fast path: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v not in (0, False)))
+        print(describe_plan(plan))
     args = training_arguments(rcfg, run.path, device, precision, "validation" in data,
                               autocast=plan["autocast"] if plan else True)
     cbs = [MetricsLogger(run.metrics), *(callbacks or [])]

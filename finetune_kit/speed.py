@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.utils import is_flash_attn_2_available
 
 # %% auto #0
 __all__ = ['MIN_SHARED_PREFIX', 'EAGER_ATTENTION_MAX_LEN', 'fast_lora_forward', 'use_fast_lora', 'cast_frozen',
            'supervised_positions', 'SupervisedHead', 'shared_prefix_length', 'can_share_prefix', 'shared_prefix_cache',
-           'supervised_loss', 'has_flash_attn', 'attention_for', 'speed_setup']
+           'supervised_loss', 'attention_for', 'speed_setup', 'describe_plan']
 
 # %% ../nbs/03a_speed.ipynb #d9ea6ea0
 def fast_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -151,23 +152,17 @@ def supervised_loss(model, inputs: dict, head: SupervisedHead, num_items: int | 
 # %% ../nbs/03a_speed.ipynb #d8156470
 EAGER_ATTENTION_MAX_LEN = 256  # on a CPU, plain attention beats SDPA's kernel up to about this length
 
-def has_flash_attn() -> bool:
-    "Whether the `flash-attn` package (varlen flash attention kernels for CUDA) is installed."
-    import importlib.util
-    return importlib.util.find_spec("flash_attn") is not None
-
 def attention_for(device: str, longest: int, precision: str = "fp32") -> str:
     "The attention implementation that trains fastest on `device` when the longest sequence has `longest` tokens."
     if device == "cpu": return "eager" if longest <= EAGER_ATTENTION_MAX_LEN else "sdpa"
-    if device == "cuda" and precision in ("bf16", "fp16") and has_flash_attn(): return "flash_attention_2"
+    if device == "cuda" and precision in ("bf16", "fp16") and is_flash_attn_2_available(): return "flash_attention_2"
     return "sdpa"
 
 def speed_setup(model, strategy: str, device: str, precision: str, longest: int) -> dict:
     """Apply the fast path to a model set up for `strategy`; returns what it did (`autocast` says whether the Trainer
     should still autocast)."""
     plan = {"attention": attention_for(device, longest, precision), "bf16_frozen_weights": 0, "fast_lora_layers": 0,
-            "autocast": precision in ("bf16", "fp16"), "supervised_head": True, "group_by_length": True,
-            "packed": False}
+            "autocast": precision in ("bf16", "fp16"), "supervised_head": True, "group_by_length": True}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if hasattr(base, "set_attn_implementation") and base.config._attn_implementation != plan["attention"]:
         with contextlib.suppress(Exception): base.set_attn_implementation(plan["attention"])
@@ -181,3 +176,7 @@ def speed_setup(model, strategy: str, device: str, precision: str, longest: int)
         plan["fast_lora_layers"] = use_fast_lora(model)
         if precision == "bf16": plan["autocast"] = False
     return plan
+
+def describe_plan(plan: dict) -> str:
+    "The line a run prints about its fast path: what it turned on."
+    return "fast path: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v not in (0, False))

@@ -34,7 +34,7 @@ from finetune_kit.model import (
     setup_strategy,
 )
 from .sample_data import write_jsonl
-from .speed import SupervisedHead, speed_setup, supervised_loss
+from .speed import SupervisedHead, describe_plan, speed_setup, supervised_loss
 # the run folder's bookkeeping (layout, checkpoints, metrics, summary, plots, table of runs): a reference notebook
 from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, RunDir, RunError, chat_sizes,
                                TrainingBar, TrainingDiverged, checkpoint_step, compare_runs, latest_checkpoint,
@@ -376,7 +376,7 @@ def _fit(
     trainer, plan = make_trainer(rcfg, model, tok, data, run_dir, device, precision, cbs,
                                  group_by_length=_grouped(record))
     if state.is_main_process and plan:
-        print("fast path: " + ", ".join(f"{k} {v}" for k, v in plan.items() if v not in (0, False)))
+        print(describe_plan(plan))
     start = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, strategy=rcfg.strategy,
