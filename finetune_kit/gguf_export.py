@@ -23,7 +23,7 @@ def _export_error(message: str):
 
 # %% auto #0
 __all__ = ['GGUF_TYPES', 'GGUF_ARCHS', 'PRE_TOKENIZERS', 'CHATML_TEMPLATE', 'gguf_type', 'pre_tokenizer', 'write_gguf',
-           'GoTemplateError', 'render_go_template', 'modelfile', 'export_gguf']
+           'load_gguf', 'GoTemplateError', 'render_go_template', 'modelfile', 'export_gguf']
 
 # %% ../nbs/api/13_gguf.ipynb #a1c0e007
 _Q = gguf.GGMLQuantizationType
@@ -156,6 +156,16 @@ def write_gguf(
         part.rename(out_file)
     finally: part.unlink(missing_ok=True)
     return out_file
+
+def load_gguf(file: str | Path):
+    "The model in a GGUF file, de-quantized to fp32 by transformers' GGUF reader (sped up by `gguf_reading`)."
+    import torch
+    from transformers import AutoModelForCausalLM
+    from finetune_kit.model_sources import gguf_reading
+    file = Path(file)
+    with gguf_reading():
+        model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32)
+    return model.eval()
 
 # %% ../nbs/api/13_gguf.ipynb #a1c0e012
 class GoTemplateError(ValueError):

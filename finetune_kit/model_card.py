@@ -88,6 +88,7 @@ def model_card(run_dir: str | Path, name: str | None = None, gguf: str | None = 
     hp, data, summary = read(run.hyperparameters).get("resolved", {}), read(run.data_report), read(run.summary)
     alias = MODEL_ALIASES.get(cfg.model.lower())
     base = alias.hub_id if alias else cfg.model
+    if read(run.base_model).get("kind") == "tiny": alias, base = None, "a tiny random-weight model (a smoke run)"
     name = name or run_dir.name
     meta = [
         "---",

@@ -26,7 +26,7 @@ from .model_sources import describe_source, model_source
 from .speed import SupervisedHead, describe_plan, speed_setup
 from .runs import (MetricsLogger, RunDir, RunError, TrainingBar, new_run_dir, run_base_model,
     write_run_files, write_summary)
-from .train import FinetuneTrainer, load_run, training_arguments
+from .train import FinetuneTrainer, load_run, prepare_resume, train_or_finish, training_arguments
 
 # %% auto #0
 __all__ = ['AUTO_BETA', 'ADAPTER_STRATEGIES', 'convert_pair', 'iter_pairs', 'load_pairs', 'encode_pair', 'tokenize_pairs',
@@ -330,7 +330,7 @@ def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = N
                                 callbacks=cbs, beta=beta, supervised_head=SupervisedHead(model) if plan else None)
     if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)
     start = time.time()
-    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    out = train_or_finish(trainer, resume_from)
     trainer.save_model(str(run.adapter))
     tok.save_pretrained(run.adapter)
     facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, method="dpo", beta=beta,
@@ -362,14 +362,10 @@ def train_preference(
 
 def resume_preference(run_dir: str | Path, callbacks: list | None = None) -> Path:
     "Continue an interrupted preference run from its newest complete checkpoint."
-    run = RunDir(run_dir).require()
-    if run.summary.is_file(): raise RunError(f"{run.path} finished already; nothing to resume")
-    ckpt = run.latest_checkpoint()
-    if ckpt is None: raise RunError(f"{run.path} has no complete checkpoint to resume from; start a new run")
+    run, ckpt = prepare_resume(run_dir)
     beta = json.loads(run.hyperparameters.read_text())["beta"]["value"]
     splits = {k: load_pairs(run.split(k), verbose=False) if run.split(k).stat().st_size else []
               for k in ("train", "validation", "test") if run.split(k).is_file()}
-    print(f"resuming {run.path} from {ckpt.name}")
     return _fit_pairs(load_config(run.config), beta, splits, run.path, resume_from=ckpt, callbacks=callbacks)
 
 # %% ../nbs/api/14_preference.ipynb #b630d8de

@@ -13,15 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from fastcore.imports import in_notebook
 from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
+from transformers.trainer import TRAINER_STATE_NAME
 
 from .core import FinetuneKitError, atomic_open, library_quiet
 from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, load_config, parse_duration, plan_budget,
     resolve_auto, save_config, smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
 from .model import (ModelError, check_source, describe_source, model_source)
+from .model_sources import tiny_wanted
 from finetune_kit.model import (
     check_memory,
     count_parameters,
@@ -44,7 +48,8 @@ from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, Ru
 # %% auto #0
 __all__ = ['BUDGET_MARGIN_S', 'BUDGET_PLAN_SHARE', 'COURSE_RUN', 'argmax_logits', 'token_accuracy', 'FinetuneTrainer',
            'training_arguments', 'make_trainer', 'StepProbe', 'probe_training', 'BudgetDeadline', 'fit_time_budget',
-           'probe_config', 'clean_options', 'train', 'resume_run', 'course_config', 'course_run', 'load_run']
+           'probe_config', 'train_or_finish', 'clean_options', 'train', 'prepare_resume', 'resume_run', 'course_config',
+           'course_run', 'load_run']
 
 # %% ../nbs/03_train.ipynb #6b75cab9
 def argmax_logits(logits, labels):
@@ -378,7 +383,7 @@ def _fit(
     if state.is_main_process and plan:
         print(describe_plan(plan))
     start = time.time()
-    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    out = train_or_finish(trainer, resume_from)
     facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, strategy=rcfg.strategy,
                  device=device, precision=precision, processes=state.num_processes,
                  train_examples=len(data["train"]), trainable_params=trainable, total_params=total)
@@ -394,6 +399,20 @@ def _save_final(run: RunDir, trainer, tok, facts: dict, out, seconds: float, pla
     tok.save_pretrained(run.final(facts["strategy"]))
     write_summary(run, facts, out, trainer.state.best_model_checkpoint, seconds, fast_path=plan,
                   resumed_from=str(resume_from) if resume_from else None)
+
+def train_or_finish(trainer, resume_from: Path | None):
+    """`trainer.train()`, resuming from `resume_from`; a checkpoint of the run's last step only finishes the run: the
+    Trainer checks for the end after a step, not before, so it would train one step more than the run has."""
+    if resume_from is not None:
+        st = TrainerState.load_from_json(str(Path(resume_from)/TRAINER_STATE_NAME))
+        if st.max_steps and st.global_step >= st.max_steps:  # stopped after its last checkpoint, before its end
+            trainer._load_from_checkpoint(str(resume_from))
+            trainer.state = st
+            best = st.best_model_checkpoint
+            if trainer.args.load_best_model_at_end and best and Path(best).is_dir(): trainer._load_best_model()
+            losses = [h["loss"] for h in st.log_history if "loss" in h]
+            return TrainOutput(st.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
+    return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
 # %% ../nbs/03_train.ipynb #42316066
 def _tensorboard(run_dir: Path):
@@ -438,22 +457,30 @@ def train(
                          strict=cfg.strict_data, fmt=cfg.data_format, mapping=cfg.data_columns, verbose=main)
     return _fit(cfg, None, splits, callbacks=callbacks, started=started)
 
-def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
-    "Continue an interrupted run from its newest complete checkpoint, exactly as if it had not stopped."
+
+# %% ../nbs/03_train.ipynb #ed83846c
+def prepare_resume(run_dir: str | Path) -> tuple[RunDir, Path]:
+    """(run, checkpoint) of an interrupted run, made ready to continue: its base checked, the checkpoints after the
+    newest complete one and the metrics after its step removed (SFT and preference runs alike)."""
     run = RunDir(run_dir).require()
-    run_dir = run.path
-    if run.summary.is_file(): raise RunError(f"{run_dir} finished already; nothing to resume")
+    if run.summary.is_file(): raise RunError(f"{run.path} finished already; nothing to resume")
     ckpt = run.latest_checkpoint()
-    if ckpt is None: raise RunError(f"{run_dir} has no complete checkpoint to resume from; start a new run")
+    if ckpt is None: raise RunError(f"{run.path} has no complete checkpoint to resume from; start a new run")
     if not run.base_model.is_file():
-        raise RunError(f"{run_dir} has no {BASE_MODEL} (made by an older finetune_kit); start a new run")
-    run_base_model(run_dir)  # fail now, before anything is changed, if the base model is gone or differs
+        raise RunError(f"{run.path} has no {BASE_MODEL} (made by an older finetune_kit); start a new run")
+    run_base_model(run.path)  # fail now, before anything is changed, if the base model is gone or differs
     step = checkpoint_step(ckpt)
     for p in run.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):  # half-written or newer than the one we resume
         if p != ckpt and (not (p/COMPLETE).is_file() or checkpoint_step(p) > step): shutil.rmtree(p)
-    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]  # drops a torn last line, too
+    kept = [r for r in read_metrics(run.path) if r.get("step", 0) <= step]  # drops a torn last line, too
     with atomic_open(run.metrics) as f: f.writelines(json.dumps(r) + "\n" for r in kept)
-    print(f"resuming {run_dir} from {ckpt.name}")
+    print(f"resuming {run.path} from {ckpt.name}")
+    return run, ckpt
+
+def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
+    "Continue an interrupted run from its newest complete checkpoint, exactly as if it had not stopped."
+    run, ckpt = prepare_resume(run_dir)
+    run_dir = run.path
     splits = {k: load_examples(run.split(k)) if run.split(k).stat().st_size else []
               for k in ("train", "validation", "test")}
     return _fit(load_config(run.config), run_dir, splits, resume_from=ckpt, callbacks=callbacks)
@@ -467,7 +494,8 @@ def course_config(smoke: bool | None = None, runs_dir: str | Path = "runs") -> F
     smoke = bool(os.environ.get("IN_TEST")) if smoke is None else smoke
     short = dict(max_steps=6, val_size=16, logging_steps=1, eval_steps=3) if smoke else dict(eval_steps=20)
     if model := os.environ.get("FINETUNE_KIT_COURSE_MODEL", "").strip(): short["model"] = model
-    return FinetuneConfig(run_name=COURSE_RUN + ("-smoke" if smoke else ""), runs_dir=str(runs_dir), epochs=1, **short)
+    name = COURSE_RUN + ("-smoke" if smoke else "") + ("-tiny" if smoke and tiny_wanted() else "")  # other weights
+    return FinetuneConfig(run_name=name, runs_dir=str(runs_dir), epochs=1, **short)
 
 def _code_fingerprint() -> str:
     "sha256 of this package's source files: a smoke run is reused only by the code that trained it."
@@ -476,10 +504,17 @@ def _code_fingerprint() -> str:
     for p in sorted(Path(finetune_kit.__file__).resolve().parent.glob("*.py")): h.update(p.read_bytes())
     return h.hexdigest()
 
+
+# %% ../nbs/03_train.ipynb #71102f26
 def course_run(retrain: bool = False, smoke: bool | None = None, runs_dir: str | Path = "runs") -> Path:
     "The course's run folder: trained with `course_config` if missing (or if `retrain`), else the finished one."
     cfg = course_config(smoke, runs_dir)
     run = RunDir(Path(cfg.runs_dir)/cfg.run_name)
+    run.path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(run.path.parent/f".{run.path.name}.lock"):  # two notebooks started at once: one trains, one waits
+        return _course_run(cfg, run, retrain)
+
+def _course_run(cfg: FinetuneConfig, run: RunDir, retrain: bool) -> Path:
     smoke_mark = run.path.parent/f".{run.path.name}.code"  # a smoke run (tests) trained by other code is stale
     stale = cfg.run_name.endswith("-smoke") and not (smoke_mark.is_file() and
                                                      smoke_mark.read_text() == _code_fingerprint())

@@ -4,6 +4,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER_GIB = 6  # the most one test process may hold at its peak (a test worker, a notebook's process)
+# plumbing tests run on the tiny random-weight model (2 blocks, width 64, the real tokenizer and chat template);
+# claims of quality run on the real one (TINY_OFF): see finetune_kit.model_sources.tiny_model
+TINY, TINY_OFF = {"FINETUNE_KIT_TINY_MODEL": "1"}, {"FINETUNE_KIT_TINY_MODEL": ""}
+
+def tiny_models():
+    "A module fixture's body: model names resolve to the tiny model while the module's tests run (`tiny = pytest.fixture(...)(tiny_models)`)."
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(*next(iter(TINY.items())))
+        yield
 
 def cli_command() -> list[str]:
     "How to start `finetune-kit`: the console script as a user runs it, else the module."

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from finetune_kit.data import (DataError, check_leakage, find_duplicates, load_examples, prepare_data, split_examples)
 from finetune_kit.sample_data import make_ticket, TEAMS
+from helpers import TINY
 
 GOOD = {"messages": [{"role": "system", "content": "Route it."}, {"role": "user", "content": "My order is late"},
                      {"role": "assistant", "content": "shipping", "weight": 1}]}
@@ -137,7 +138,7 @@ def run_check(*args, **kw):
     "data_check in a subprocess, as the CLI will run it."
     call = f"import sys; from finetune_kit.preflight import data_check; sys.exit(data_check(*{args!r}, **{kw!r}))"
     return subprocess.run([sys.executable, "-c", call], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **TINY})  # the probe is plumbing: the tiny model
 
 @pytest.mark.slow
 def test_data_check_exit_status_and_report(tmp_path):

@@ -37,34 +37,54 @@ def site():
     yield out, f"http://127.0.0.1:{srv.server_address[1]}/"
     srv.shutdown()
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+PAGES_AT_ONCE = 4  # pages loaded side by side: a page's wait for network quiet (0.5 s) overlaps the others' work
 
-def visit(browser, url: str, shot: Path | None = None) -> dict:
+async def visit(browser, url: str, shot: Path | None = None) -> dict:
     "Load `url`; what went wrong (console errors, page errors, failed requests) and what the page shows."
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-    page.goto(url, wait_until="load")
-    page.wait_for_load_state("networkidle")
-    seen = page.evaluate("""() => ({
+    await page.goto(url, wait_until="load")
+    await page.wait_for_load_state("networkidle")
+    seen = await page.evaluate("""() => ({
         images: [...document.querySelectorAll('article img')].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]),
         tables: document.querySelectorAll('article table').length,
         ids: [...document.querySelectorAll('[id]')].map(e => e.id),
         title: document.title})""")
-    if shot: page.screenshot(path=str(shot))
-    page.close()
+    if shot: await page.screenshot(path=str(shot))
+    await page.close()
     return {"errors": errors, **seen}
 
-def test_docs_site(site, browser):
+async def search_hits(browser, url: str, shot: Path | None = None) -> list[str]:
+    "The links Sphinx's search page (its own JavaScript, in the browser) lists for the query in `url`."
+    page = await browser.new_page()
+    await page.goto(url, wait_until="load")
+    await page.wait_for_selector("#search-results ul.search li a", timeout=30_000)
+    hits = await page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
+    if shot: await page.screenshot(path=str(shot))
+    await page.close()
+    return hits
+
+def read_site(base: str, rels: list[str], shots: Path | None) -> tuple[dict, list[str]]:
+    "Every page in `rels` visited in headless Chromium (PAGES_AT_ONCE at a time), and the search page's hits."
+    import asyncio
+    from playwright.async_api import async_playwright
+    async def main():
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
+            gate = asyncio.Semaphore(PAGES_AT_ONCE)
+            async def one(rel):
+                async with gate: return await visit(browser, base + rel, shots/(rel.replace("/", "_") + ".png") if shots else None)
+            seen = dict(zip(rels, await asyncio.gather(*map(one, rels))))
+            hits = await search_hits(browser, base + "search.html?q=evaluate_run", shots/"search.png" if shots else None)
+            await browser.close()
+            return seen, hits
+    return asyncio.run(main())
+
+def test_docs_site(site):
     from finetune_kit.docs import site_html, site_pages, site_problems
     from docutils.nodes import make_id
     out, base = site
@@ -75,9 +95,8 @@ def test_docs_site(site, browser):
 
     shots = Path(os.environ["FINETUNE_KIT_DOCS_SHOTS"]) if os.environ.get("FINETUNE_KIT_DOCS_SHOTS") else None
     if shots: shots.mkdir(parents=True, exist_ok=True)
-    seen = {}
-    for rel in html_files:
-        seen[rel] = v = visit(browser, base + rel, shots/(rel.replace("/", "_") + ".png") if shots else None)
+    seen, hits = read_site(base, html_files, shots)
+    for rel, v in seen.items():
         assert v["errors"] == [], (rel, v["errors"])
         assert [src for src, ok in v["images"] if not ok] == [], rel  # every image decodes
 
@@ -102,10 +121,4 @@ def test_docs_site(site, browser):
     assert "<strong>Default</strong>" in (out/"evaluate.html").read_text()  # show_doc's parameter tables
 
     # search (Sphinx's own, in the browser) finds evaluate_run on the evaluation lesson's page
-    page = browser.new_page()
-    page.goto(base + "search.html?q=evaluate_run", wait_until="load")
-    page.wait_for_selector("#search-results ul.search li a", timeout=30_000)
-    hits = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
-    if shots: page.screenshot(path=str(shots/"search.png"))
-    page.close()
     assert any(h.startswith("evaluate.html") for h in hits), hits

@@ -1,6 +1,8 @@
-"Preference tuning (DPO): the loss equals TRL's on the same batch; a tiny run trains, resumes and is scored."
+"""Preference tuning (DPO): the loss equals TRL's on the same batch; a tiny run trains, resumes and is scored; on the real
+model a short run raises the reward accuracy and win-rate on held-out pairs (lesson 07's claim)."""
 import json
 import pytest, torch
+from helpers import TINY, TINY_OFF
 
 pytestmark = pytest.mark.slow  # loads a model and trains
 
@@ -52,7 +54,9 @@ def pair_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("dpo")
     return write_jsonl(make_ticket_preferences(20), d/"pairs.jsonl")
 
-def test_train_resume_and_score(pair_file, tmp_path):
+def test_train_resume_and_score(pair_file, tmp_path, monkeypatch):
+    "The plumbing of a DPO run, on the tiny model: its folder, metrics and scores; a resume mid-run and after its end."
+    monkeypatch.setenv(*next(iter(TINY.items())))
     from finetune_kit.config import FinetuneConfig
     from finetune_kit.preference import evaluate_preferences, resume_preference, train_preference
     from finetune_kit.runs import RunDir, read_metrics
@@ -74,6 +78,13 @@ def test_train_resume_and_score(pair_file, tmp_path):
     shutil.rmtree(run.checkpoints/"checkpoint-2")
     assert RunDir(resume_preference(run.path)).summary.is_file()
     assert json.loads(run.summary.read_text())["resumed_from"].endswith("checkpoint-1")
+    # stopped after the checkpoint of its last step: the resume trains nothing more (the Trainer alone trains a 3rd)
+    steps = [r["step"] for r in read_metrics(run.path) if "loss" in r]
+    run.summary.unlink()
+    shutil.rmtree(run.adapter)
+    resume_preference(run.path)
+    assert [r["step"] for r in read_metrics(run.path) if "loss" in r] == steps == [1, 2]
+    assert json.loads(run.summary.read_text())["steps"] == 2 and (run.adapter/"adapter_config.json").is_file()
 
 def test_non_adapter_strategy_is_refused(pair_file, tmp_path):
     from finetune_kit.config import ConfigError, FinetuneConfig
@@ -118,3 +129,20 @@ def test_fast_dpo_gives_the_plain_loss_and_gradients(tok):
     assert abs(fast[0] - plain[0]) < 1e-5 * max(1, abs(plain[0]))
     assert (fast[1] - plain[1]).norm() / plain[1].norm() < 1e-4
     for block in layers: assert "forward" not in block.__dict__  # the blocks are put back
+
+
+def test_dpo_raises_reward_accuracy_on_held_out_pairs(tmp_path, monkeypatch):
+    """Lesson 07's claim on the real model, on a quarter of its run (20 steps of 8 pairs at lr 3e-3): the fine-tune gives
+    the preferred team the larger gain on most held-out tickets (unseen request templates), and prefers it more often
+    than the base does. About 110 s on a 2-core AVX2 CPU."""
+    monkeypatch.setenv(*next(iter(TINY_OFF.items())))
+    from finetune_kit.config import FinetuneConfig
+    from finetune_kit.preference import evaluate_preferences, train_preference
+    cfg = FinetuneConfig(data="sample:ticket_preferences", runs_dir=str(tmp_path), run_name="dpo", val_size=0,
+                         test_size=50, max_steps=20, batch_size=8, learning_rate=3e-3, lora_layers=6, logging_steps=5,
+                         device="cpu")
+    scores = evaluate_preferences(train_preference(cfg))
+    print(scores)
+    assert scores["pairs"] == 40
+    # measured (AMX CPU emulating AVX2): reward accuracy 0.875 (a coin toss is 0.5), win-rate 0.675 vs the base's 0.55
+    assert scores["reward_accuracy"] >= 0.75 and scores["win_rate"] >= scores["base_win_rate"] + 0.05, scores

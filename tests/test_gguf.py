@@ -1,17 +1,18 @@
-"A tiny trained run exported to GGUF: transformers' GGUF reader gets back the merged model, its tokenizer and template."
+"""A run of the tiny model exported to GGUF: transformers' GGUF reader gets back the merged model, its tokenizer and
+template. (That a q8_0 file answers like the merged model, test_real_model.py checks on the real model's run.)"""
 import json
 import pytest, torch
-from helpers import run_cli, train_tiny_run
+from helpers import run_cli, tiny_models, train_tiny_run
 
-pytestmark = pytest.mark.slow  # trains a run (12 steps: short answers, as a trained run gives) and loads the model four times
+pytestmark = pytest.mark.slow  # trains a run, merges and exports it (the tiny model)
+tiny = pytest.fixture(scope="module", autouse=True)(tiny_models)
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
-Q8_ATOL = 1.5  # largest logit difference q8_0 weights may make (measured 0.77 on the 8 test answers)
-F16_ATOL = 0.1  # largest logit difference f16 weights may make (measured 0.04 on logits of magnitude ~40)
+F16_ATOL = 0.1  # largest logit difference f16 weights may make (measured 0.04 on logits of magnitude ~40, real model)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("gguf"), tickets=24, max_steps=12, test_size=8)
+    return train_tiny_run(tmp_path_factory.mktemp("gguf"), tickets=24, max_steps=2, test_size=8)
 
 @pytest.fixture(scope="module")
 def merged(run):
@@ -29,8 +30,8 @@ def exported(run):
     return out
 
 def _load(folder, name):
-    from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    from finetune_kit.gguf_export import load_gguf
+    return load_gguf(folder/name)
 
 def test_export_folder(run, exported):
     from finetune_kit.sample_data import SYSTEM_PROMPT
@@ -44,7 +45,8 @@ def test_export_folder(run, exported):
 
 def test_tokenizer_and_template_from_the_file(run, merged, exported):
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(exported, gguf_file="model.gguf")
+    from finetune_kit.model_sources import gguf_reading
+    with gguf_reading(): tok = AutoTokenizer.from_pretrained(exported, gguf_file="model.gguf")
     assert tok.chat_template == (run/"adapter"/"chat_template.jinja").read_text()  # the template trained on
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|im_end|>", "<|im_start|>")  # pad == end of turn
     conv = [json.loads(l)["messages"] for l in (run/"data"/"test.jsonl").read_text().splitlines()][0]
@@ -59,26 +61,6 @@ def test_f16_logits_match_the_merged_model(merged):
                                   return_tensors="pt", return_dict=True)
     with torch.no_grad(): a, b = model(**ids).logits, _load(f16.parent, f16.name)(**ids).logits
     torch.testing.assert_close(b, a, atol=F16_ATOL, rtol=0)
-
-def test_q8_0_answers_the_test_split_like_the_merged_model(run, merged, exported):
-    """Teacher-forced on the test split's answers: q8_0 logits stay within Q8_ATOL of the merged model's, and the greedy
-    token is the same at 80% of the answer positions or more: a 12-step run leaves near ties, which a logit difference
-    well inside Q8_ATOL flips (measured: 26 of 29 the same). Comparing generated text instead failed on one such tie
-    ("balancing" vs "Billing"), after which every later token differs."""
-    _, model, tok = merged
-    q8 = _load(exported, "model.gguf")
-    convs = [json.loads(l)["messages"] for l in (run/"data"/"test.jsonl").read_text().splitlines()]
-    worst, same, positions = 0.0, 0, 0
-    for conv in convs:
-        ids = tok.apply_chat_template(conv, tokenize=True, return_tensors="pt", return_dict=True)
-        n_prompt = len(tok.apply_chat_template(conv[:-1], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-        with torch.no_grad():
-            a, b = (m(**ids).logits[0, n_prompt - 1:-1] for m in (model, q8))  # the positions that predict the answer
-        worst = max(worst, (a - b).abs().max().item())
-        same += int((a.argmax(-1) == b.argmax(-1)).sum())
-        positions += len(a)
-    print(f"q8_0: largest logit difference {worst:.3f}; greedy token the same at {same} of {positions} answer positions")
-    assert len(convs) == 8 and worst < Q8_ATOL and same >= 0.8 * positions
 
 def test_export_errors_are_messages(run, exported):
     from finetune_kit.deploy import ExportError

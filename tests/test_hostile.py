@@ -7,8 +7,10 @@ from openai import OpenAI
 from finetune_kit.jobs import JobService, JobStore
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.server import MAX_STOP_CHARS, ModelRegistry, ServerThread, create_app
+from helpers import tiny_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+tiny = pytest.fixture(scope="module", autouse=True)(tiny_models)  # what a client may send is plumbing: the tiny model
 LIMIT = 5  # the server's max_tokens limit
 
 @pytest.fixture(scope="module")

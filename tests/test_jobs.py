@@ -1,17 +1,19 @@
-"The fine-tuning jobs API driven by the official `openai` client: the hosted workflow end to end, errors, cancel, and a server killed mid-job."
+"""The fine-tuning jobs API driven by the official `openai` client: the hosted workflow end to end, errors, cancel, and a
+server killed mid-job; on the tiny model (the jobs train it)."""
 import json, os, signal, subprocess, sys, threading, time
 from pathlib import Path
 
 import httpx, openai, psutil, pytest
 from openai import OpenAI
 
-from helpers import ROOT, cli_command, free_port, start_server, wait_for, wait_until_up
+from helpers import ROOT, cli_command, free_port, start_server, tiny_models, wait_for, wait_until_up
 from finetune_kit.jobs import TERMINAL, JobService, JobStore, jobs_app
 from finetune_kit.model import MODEL_ALIASES
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.server import ModelRegistry, ServerThread, create_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+tiny = pytest.fixture(scope="module", autouse=True)(tiny_models)  # a job's life cycle is plumbing: the tiny model
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -218,20 +220,25 @@ def consistent(state: Path) -> None:
 def test_worker_and_server_killed_mid_job(tmp_path, data):
     "kill -9 the worker after a checkpoint, then the server after a later one; restart on the same port at once."
     state, log = tmp_path/"state", tmp_path/"server.log"
-    smoke = {"FINETUNE_KIT_MAX_STEPS": "6", "OMP_NUM_THREADS": "1"}  # a checkpoint at every step of 6
+    # 3 epochs of 10 steps: on the tiny model a step takes a fraction of a second, and the kills must land mid-job
+    smoke = {"FINETUNE_KIT_MAX_STEPS": "30", "OMP_NUM_THREADS": "1"}
     p, client, port = start_server(state, log, **smoke)
     try:
         f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=f.id, hyperparameters={"n_epochs": 1, "batch_size": 4})
+        job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=f.id, hyperparameters={"n_epochs": 3, "batch_size": 4})
         steps = lambda: [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
         deadline = time.time() + 300
         while not steps(): assert time.time() < deadline, "no checkpoint in 300 s"; time.sleep(0.2)
         worker = [c for c in psutil.Process(p.pid).children(recursive=True) if "worker" in " ".join(c.cmdline())]
         assert worker
+        first = max(steps())
         for w in worker: w.kill()  # out of memory, or a user's kill -9
-        wait_for(client, job.id, ("queued", "running"), timeout=30)
+        said = lambda text: any(e.message.startswith(text) for e in client.fine_tuning.jobs.list_events(job.id, limit=100))
+        deadline = time.time() + 60
+        while not said("The training process stopped"): assert time.time() < deadline; time.sleep(0.2)  # noticed
         deadline = time.time() + 300
-        while max(steps(), default=0) < 4 or client.fine_tuning.jobs.retrieve(job.id).status != "running":
+        # the next attempt's own checkpoint, while it runs: the server is killed mid-job, not at its end
+        while max(steps(), default=0) <= first or client.fine_tuning.jobs.retrieve(job.id).status != "running":
             assert time.time() < deadline and client.fine_tuning.jobs.retrieve(job.id).status not in TERMINAL
             time.sleep(0.2)
         workers = psutil.Process(p.pid).children(recursive=True)
@@ -243,15 +250,17 @@ def test_worker_and_server_killed_mid_job(tmp_path, data):
         job = wait_for(client, job.id, timeout=400)
         assert job.status == "succeeded", job.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        said = "\n".join(m for m in messages if not m.startswith("Step "))
         assert any(m.startswith("The training process stopped (killed by signal 9); resuming from the checkpoint at step")
-                   for m in messages), messages
+                   for m in messages), said
         assert any(m.startswith("The server stopped while the job was running; resuming from the checkpoint at step")
-                   for m in messages), messages
-        assert sum(m.startswith("Fine-tuning job resumed from step") for m in messages) == 2, messages
+                   for m in messages), said
+        assert sum(m.startswith("Fine-tuning job resumed from step") for m in messages) == 2, said
         csv = client.files.content(job.result_files[0]).text.splitlines()
-        assert [int(l.split(",")[0]) for l in csv[1:]] == list(range(1, 7))
+        assert [int(l.split(",")[0]) for l in csv[1:]] == list(range(1, 31)), (csv, said)
         kept = sorted((state/"jobs"/job.id/"run"/"checkpoints").iterdir())
-        assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)] == [6, 5]  # --keep-checkpoints 2
+        listed = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
+        assert len(listed) == 2 and listed[0] == 30 > listed[1]  # --keep-checkpoints 2
         assert len(kept) == 2 and not any((k/"optimizer.pt").exists() for k in kept)  # weights only, once ended
         consistent(state)
     finally:

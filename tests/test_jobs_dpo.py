@@ -8,9 +8,10 @@ from finetune_kit.config import FinetuneConfig
 from finetune_kit.formats import DataError
 from finetune_kit.sample_data import make_support_tickets, make_ticket_preferences, write_jsonl
 from finetune_kit.train import train
-from helpers import start_server, wait_for
+from helpers import start_server, tiny_models, wait_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+tiny = pytest.fixture(scope="module", autouse=True)(tiny_models)  # the jobs train the tiny model: this is plumbing
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def data(tmp_path_factory):
 def server(tmp_path_factory):
     "`finetune-kit serve --jobs-dir` as a user starts it; the official client on it."
     d = tmp_path_factory.mktemp("dpo-serve")
-    p, client, _ = start_server(d/"state", d/"server.log", OMP_NUM_THREADS="2")
+    p, client, _ = start_server(d/"state", d/"server.log")
     yield client
     os.killpg(p.pid, signal.SIGTERM)
     p.wait(60)

@@ -2,16 +2,18 @@
 run as written and in order, in a fresh empty folder, the way a user types them.
 
 Sizes are shrunk only through the environment variables every command honours (`FINETUNE_KIT_MAX_STEPS`,
-`FINETUNE_KIT_MAX_EVAL_EXAMPLES`). A line `<!-- readme-test: skip: WHY -->` above a block skips it;
+`FINETUNE_KIT_MAX_EVAL_EXAMPLES`, and `FINETUNE_KIT_TINY_MODEL`, which makes every model name a tiny random-weight
+copy). A line `<!-- readme-test: skip: WHY -->` above a block skips it;
 `<!-- readme-test: background: URL -->` starts it in the background (a server "in one terminal"), waits until URL
 answers, and stops it when the document's other blocks are done."""
 import os, re, signal, socket, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import pytest
-from helpers import ROOT, free_port
+from helpers import ROOT, TINY, free_port
 
-SMOKE_ENV = {"FINETUNE_KIT_MAX_STEPS": "2", "FINETUNE_KIT_MAX_EVAL_EXAMPLES": "4", "HF_HUB_OFFLINE": "1"}
+# every block as written, on the tiny model (the commands are plumbing; test_real_model.py runs the main job for real)
+SMOKE_ENV = {"FINETUNE_KIT_MAX_STEPS": "2", "FINETUNE_KIT_MAX_EVAL_EXAMPLES": "4", "HF_HUB_OFFLINE": "1", **TINY}
 BLOCK = re.compile(r"(?:<!--\s*readme-test:\s*(?P<kind>[\w-]+)\s*:\s*(?P<value>.*?)\s*-->\s*\n)?"
                    r"^```(?P<lang>sh|python)\n(?P<code>.*?)^```", re.S | re.M)
 

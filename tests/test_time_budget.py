@@ -12,7 +12,10 @@ from finetune_kit.model import load_model, setup_strategy
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.train import StepProbe, probe_training, read_metrics, resume_run, train
 
-pytestmark = pytest.mark.slow  # the whole file loads the model or trains
+from helpers import tiny_models
+
+pytestmark = pytest.mark.slow  # the whole file loads the model or trains (the tiny model: a plan is plumbing)
+tiny = pytest.fixture(scope="module", autouse=True)(tiny_models)
 
 
 def test_probe_puts_the_weights_back():
