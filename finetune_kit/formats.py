@@ -61,7 +61,7 @@ class ProblemLog:
         head += [f"  {n:>7} x {s}: {k}" for (s, k), n in self.counts.most_common()]
         body = []
         for key, n in self.counts.most_common():
-            body += [f"{key[0]}: {key[1]} (first {min(shown, n)} of {n}):"] + [
+            body += [f"{key[0]}: {key[1]} (first {len(self.first[key][:shown])} of {n}):"] + [
                 f"  {p}" for p in self.first[key][:shown]
             ]
         return "\n".join(head + body)

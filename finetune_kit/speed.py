@@ -112,7 +112,9 @@ def can_share_prefix(model) -> bool:
     "Whether `model` (PEFT or plain causal LM, not wrapped for several processes) can run a shared prefix once."
     if hasattr(model, "module"): return False  # DDP: every forward must go through the wrapper
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return (hasattr(base, "get_decoder") and not getattr(base, "is_gradient_checkpointing", False)
+    checkpointing = getattr(base, "is_activation_checkpointing", None)  # its name since transformers 5.2x
+    if checkpointing is None: checkpointing = getattr(base, "is_gradient_checkpointing", False)
+    return (hasattr(base, "get_decoder") and not checkpointing
             and base.config._attn_implementation in ("eager", "sdpa"))
 
 def shared_prefix_cache(model, prefix: torch.Tensor, rows: int) -> DynamicCache | None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from .core import FinetuneKitError
 
 # %% auto #0
-__all__ = ['SOLUTION', 'PLACEHOLDER', 'WorkshopError', 'is_solution', 'student_copy', 'lessons_dir', 'lesson_files', 'cpu_class',
-           'settle', 'scrub', 'scrub_outputs', 'execute_notebook', 'prepare_workshop']
+__all__ = ['SOLUTION', 'PLACEHOLDER', 'OPTIONAL_LESSONS', 'WorkshopError', 'is_solution', 'student_copy', 'lessons_dir',
+           'lesson_files', 'reading_minutes', 'lesson_times_table', 'cpu_class', 'settle', 'scrub', 'scrub_outputs',
+           'execute_notebook', 'prepare_workshop']
 
 # %% ../nbs/api/06_workshop.ipynb #b156b0b7
 SOLUTION = "#| solution"  # the first line of a solution cell
@@ -49,6 +50,37 @@ def lessons_dir(lessons: str | Path | None = None) -> Path:
 def lesson_files(lessons: str | Path | None = None) -> list[Path]:
     "The lesson notebooks, in course order."
     return sorted(lessons_dir(lessons).glob("[0-9]*.ipynb"))
+
+# %% ../nbs/api/06_workshop.ipynb #edc09be0
+OPTIONAL_LESSONS = ("03a_speed", "06_jobs", "07_preference")  # nothing later depends on them
+
+def reading_minutes(path: str | Path) -> int:
+    "A lesson's reading estimate in minutes: 200 words of prose, 15 lines of lesson code, 40 of exported code a minute."
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    lines = lambda c: len("".join(c["source"]).rstrip("\n").splitlines())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    exported = sum(lines(c) for c in code if "".join(c["source"]).lstrip().startswith("#| export"))
+    words = sum(len("".join(c["source"]).split()) for c in nb["cells"] if c["cell_type"] == "markdown")
+    return round(words / 200 + (sum(map(lines, code)) - exported) / 15 + exported / 40)
+
+def lesson_times_table(lessons: str | Path | None = None) -> str:
+    """The guide's Markdown table: each lesson's full-size time from `lesson_times.json` (the CPU class and cores it ran
+    on), its reading estimate, and the sums for the newcomer path (every lesson but the optional ones)."""
+    d = lessons_dir(lessons)
+    times = json.loads((d/"lesson_times.json").read_text()) if (d/"lesson_times.json").is_file() else {}
+    rows = ["| lesson | computer time, full size (min) | measured on | reading, estimated (min) |",
+            "|---|---:|---|---:|"]
+    total, reading, where = 0, 0, set()
+    for p in lesson_files(d):
+        t, r = times.get(p.stem), reading_minutes(p)
+        name = p.stem + (" (optional)" if p.stem in OPTIONAL_LESSONS else "")
+        on = f"{t['cpu']}, {t['cores']} cores" if t else "not measured"
+        rows.append(f"| {name} | {t['seconds'] / 60:.1f} | {on} | {r} |" if t else f"| {name} | | {on} | {r} |")
+        if p.stem not in OPTIONAL_LESSONS:
+            total, reading = total + (t["seconds"] if t else 0), reading + r
+            where.add(on)
+    rows.append(f"| **newcomer path, 00 to 05** | **{total / 60:.1f}** | {'; '.join(sorted(where))} | **{reading}** |")
+    return "\n".join(rows)
 
 # %% ../nbs/api/06_workshop.ipynb #a7e3c65d
 import os, re, tempfile

@@ -2,11 +2,12 @@
 
     python tools/execute_lessons.py                 # every lesson, in course order, timed
     python tools/execute_lessons.py 04_evaluate     # some of them
+    python tools/execute_lessons.py --guide         # only the teacher's guide (its table of these times)
 
 Each lesson runs in its own folder (nbs/), in one fresh kernel per lesson, with IN_TEST unset: what a learner runs.
 Outputs are scrubbed of machine paths (the repository, the temp folder, the home folder) and of widget state, so
-the committed notebooks show no machine's paths. The times go to nbs/lesson_times.json with the CPU class, for the
-teacher's guide. `nbdev-clean` afterwards keeps the outputs and removes execution counts and metadata.
+the committed notebooks show no machine's paths. The times go to nbs/lesson_times.json with the CPU class, and the
+teacher's guide is executed again afterwards: its time table is made from that file (tests/test_course_text.py checks). `nbdev-clean` afterwards keeps the outputs and removes execution counts and metadata.
 """
 import json, os, platform, sys
 from pathlib import Path
@@ -29,6 +30,9 @@ def main(names: list[str]) -> None:
     if names[:1] == ["--scrub"]:
         for p in sorted(NBS.glob("[0-9]*.ipynb")): rescrub(p)
         return
+    if names[:1] == ["--guide"]:
+        execute(NBS/"teachers_guide.ipynb")
+        return
     lessons = [p for p in sorted(NBS.glob("[0-9]*.ipynb")) if not names or p.stem in names]
     if len(lessons) > 1:  # one process per lesson: a fresh kernel, memory given back, a clean time
         for p in lessons: subprocess.run([sys.executable, __file__, p.stem], check=True)
@@ -42,6 +46,7 @@ def main(names: list[str]) -> None:
                          "machine": platform.processor() or platform.machine()}
         times_file.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
         print(f"{p.name}: {s / 60:.1f} min", flush=True)
+    if lessons: execute(NBS/"teachers_guide.ipynb")  # its table of these times (a few seconds)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -6,6 +6,7 @@ The reading estimate counts 200 words of prose, 15 lines of lesson code or 40 li
 a minute; it leaves out the exercises. The teacher's guide quotes it."""
 import json, re, sys
 from pathlib import Path
+from finetune_kit.workshop import reading_minutes  # the one formula, which the teacher's guide's table uses too
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(ROOT.joinpath("nbs").glob("[0-9]*.ipynb"))
@@ -30,12 +31,11 @@ def stats(path: Path) -> dict:
     exported = [c for c in code if "".join(c["source"]).lstrip().startswith("#| export")]
     prose = sum(len("".join(c["source"]).split()) for c in nb["cells"] if c["cell_type"] == "markdown")
     lesson_code = sum(map(cell_lines, code)) - sum(map(cell_lines, exported))
-    minutes = prose / 200 + lesson_code / 15 + sum(map(cell_lines, exported)) / 40
     longest = max(code, key=cell_lines, default=None)
     return {"lesson": path.stem, "longest_cell": cell_lines(longest) if longest else 0,
             "longest_cell_id": longest.get("id") if longest else None,
             "exported_lines": sum(map(cell_lines, exported)), "plots": sum("plot" in shown(c) for c in code),
-            "tables": sum("table" in shown(c) for c in code), "reading_min": round(minutes)}
+            "tables": sum("table" in shown(c) for c in code), "reading_min": reading_minutes(path)}
 
 if __name__ == "__main__":
     rows = [stats(p) for p in LESSONS]
