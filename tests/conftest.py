@@ -5,7 +5,7 @@ one more, as many as the memory allows (`pytest_xdist_auto_num_workers`), each c
 worker's thread pool spins against another's. A module's tests run on one worker (they may share its fixtures: a trained run, a server) unless
 the module is marked `independent`; the work is dealt out the slowest first, so that no worker is left with a long
 test at the end: by the durations of the last run (pytest's cache), else by the `cost` hints."""
-import json, os
+import functools, json, os
 from collections import Counter
 from pathlib import Path
 import pytest
@@ -32,13 +32,16 @@ def pytest_xdist_auto_num_workers(config) -> int:
 def _test_id(nodeid: str) -> str: return nodeid.split("@")[0]  # xdist appends "@group" to a grouped test's id
 
 
+@functools.cache
+def _lesson_times() -> dict: return json.loads((ROOT/"nbs"/"lesson_times.json").read_text())  # read once a session
+
+
 def _hint(item, module_tests: int) -> float:
     """What an item costs, in seconds, before any run has measured it: a lesson's recorded full-size time scaled to the
     test runner's smoke run, a module's `cost` mark shared among its tests, 1 s otherwise. For ordering only."""
     if item.originalname == "test_notebook" and hasattr(item, "callspec"):
         nb = Path(item.callspec.params["nb"])
-        times = json.loads((ROOT/"nbs"/"lesson_times.json").read_text())
-        return 20 + times.get(nb.stem, {}).get("seconds", 0) / 5 if nb.parent.name == "nbs" else 10
+        return 20 + _lesson_times().get(nb.stem, {}).get("seconds", 0) / 5 if nb.parent.name == "nbs" else 10
     if mark := item.get_closest_marker("cost"):
         return float(mark.args[0]) / module_tests
     return 1.0

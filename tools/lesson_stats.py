@@ -29,8 +29,6 @@ def stats(path: Path) -> dict:
     nb = json.loads(path.read_text(encoding="utf-8"))
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     exported = [c for c in code if "".join(c["source"]).lstrip().startswith("#| export")]
-    prose = sum(len("".join(c["source"]).split()) for c in nb["cells"] if c["cell_type"] == "markdown")
-    lesson_code = sum(map(cell_lines, code)) - sum(map(cell_lines, exported))
     longest = max(code, key=cell_lines, default=None)
     return {"lesson": path.stem, "longest_cell": cell_lines(longest) if longest else 0,
             "longest_cell_id": longest.get("id") if longest else None,
