@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/config.html.md"""
 
 # %% ../nbs/api/01_config.ipynb #960664c1
 from __future__ import annotations
-import ast, difflib, functools, inspect, io, math, os, re, sys, tokenize
+import ast, difflib, functools, inspect, io, math, os, random, re, sys, tokenize
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,9 +17,9 @@ from .core import FinetuneKitError, atomic_open
 
 # %% auto #0
 __all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'EVAL_SHARE', 'MIN_EVAL_EXAMPLES', 'SAVES_WITHOUT_EVAL',
-           'SMOKE_ENV', 'ConfigError', 'parse_duration', 'FinetuneConfig', 'field_help', 'config_from_dict',
-           'load_config', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto', 'plan_budget', 'smoke_cap',
-           'smoke_limits']
+           'TRAIN_TOKEN_COST', 'SMOKE_ENV', 'ConfigError', 'parse_duration', 'FinetuneConfig', 'field_help',
+           'config_from_dict', 'load_config', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto',
+           'plan_budget', 'eval_subset', 'plan_evaluation', 'auto_evaluation', 'smoke_cap', 'smoke_limits']
 
 # %% ../nbs/api/01_config.ipynb #dfda2a10
 class ConfigError(FinetuneKitError):
@@ -92,7 +92,8 @@ class FinetuneConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)  # gradients are clipped to this norm
     # monitoring and checkpoints
     logging_steps: int = Field(10, ge=1)  # log the training loss every N steps
-    eval_steps: Count | Auto = "auto"  # validation loss every N steps; auto: about 10 times per run
+    eval_steps: Count | Auto = "auto"  # validation loss every N steps; auto: up to 10 times, within `eval_share`
+    eval_share: float = Field(0.1, gt=0, le=1)  # auto eval_steps: evaluation costs at most this share of training
     save_steps: Count | Auto = "auto"  # checkpoint every N steps; auto: at every evaluation
     keep_checkpoints: int = Field(2, ge=1)  # keep the last K checkpoints (and always the best)
     early_stopping_patience: int | None = Field(None, ge=1)  # stop after N evaluations without improvement
@@ -227,7 +228,7 @@ def resolve_auto(cfg: FinetuneConfig, n_train: int) -> tuple[FinetuneConfig, dic
     return new, record
 
 # %% ../nbs/api/01_config.ipynb #b9d1a002
-EVAL_SHARE = 0.1  # in-training evaluation costs at most this share of the training time under a time budget
+EVAL_SHARE = 0.1  # in-training evaluation costs at most this share of the training time (`eval_share`)
 MIN_EVAL_EXAMPLES = 32  # fewer evaluations come before fewer validation examples, down to this many
 SAVES_WITHOUT_EVAL = 4  # checkpoints of a budgeted run without evaluation (to resume from)
 
@@ -271,6 +272,57 @@ def plan_budget(
     return dict(steps=n, eval_steps=every, evaluations=k, val_examples=m, group_by_length=n >= steps,
                 est_train_s=round(n * step_s, 1), est_eval_s=round(k * m * eval_example_s, 1),
                 est_save_s=round((k or min(SAVES_WITHOUT_EVAL, n)) * save_s, 1))
+
+# %% ../nbs/api/01_config.ipynb #b9d1a012
+TRAIN_TOKEN_COST = 2.0  # one training token costs about this many validation tokens' time (measured 2.0-2.2 on CPUs)
+
+def eval_subset(n: int, m: int, seed: int) -> list[int]:
+    "`m` of `n` validation examples, drawn once with `seed` (sorted: the split's order is kept); all if m >= n."
+    if m >= n: return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), m))
+
+def plan_evaluation(
+    steps: int,  # optimizer steps of the run
+    step_tokens: float,  # tokens one optimizer step trains on, on average
+    val_tokens: list[int],  # each validation example's tokens
+    eval_share: float = EVAL_SHARE,
+    evals: int = 10,  # evaluations wanted, at most
+    min_val: int = MIN_EVAL_EXAMPLES,
+    token_cost: float = TRAIN_TOKEN_COST,
+) -> dict:
+    "Evaluation interval and validation examples for evaluation to cost <= `eval_share` of training, counted in tokens."
+    n_val = len(val_tokens)
+    if not n_val or steps < 1: return dict(eval_steps=steps + 1, evaluations=0, val_examples=0, est_share=0.0)
+    per = max(sum(val_tokens) / n_val, 1.0)  # one validation example, in tokens
+    cap = eval_share * steps * step_tokens * token_cost  # tokens evaluation may take
+    floor = min(n_val, min_val)
+    k = min(evals, steps)
+    while k > 1 and k * per * floor > cap: k -= 1  # fewer evaluations first
+    every = -(-steps // k)
+    k = -(-steps // every)  # the Trainer evaluates every `every` steps and at the last
+    m = max(floor, min(n_val, int(cap / (k * per))))
+    return dict(eval_steps=every, evaluations=k, val_examples=m,
+                est_share=round(k * m * per / (steps * step_tokens * token_cost), 3))
+
+def auto_evaluation(rcfg: FinetuneConfig, record: dict, train_tokens: list[int], val_tokens: list[int]) -> tuple:
+    """(config, record, validation indices) with an `auto` evaluation schedule held to `rcfg.eval_share` of training
+    (`plan_evaluation`); the interval divides a `save_steps` you set, so the best checkpoint is still kept."""
+    step_tokens = sum(train_tokens) / len(train_tokens) * rcfg.batch_size * rcfg.grad_accum
+    p = plan_evaluation(record["total_steps"], step_tokens, val_tokens, rcfg.eval_share)
+    keep = eval_subset(len(val_tokens), p["val_examples"], rcfg.seed)
+    every, saves = p["eval_steps"], rcfg.save_steps
+    if "save_steps" not in record:  # yours: the smallest divisor of it at or above the plan's interval
+        every = min(d for d in range(1, saves + 1) if saves % d == 0 and (d >= every or d == saves))
+    rule = (f"{p['evaluations']} evaluations on {p['val_examples']} of {len(val_tokens)} validation examples: about "
+            f"{p['est_share']:.0%} of the training (at most {rcfg.eval_share:.0%}, or once on {MIN_EVAL_EXAMPLES}), "
+            f"counted in tokens, a training token as {TRAIN_TOKEN_COST:g} validation tokens")
+    record = {**record, "eval_steps": {"value": every, "rule": rule},
+              "eval_examples": {"value": len(keep), "rule": f"a fixed random subset (seed {rcfg.seed})"}}
+    update = dict(eval_steps=every)
+    if "save_steps" in record:
+        update["save_steps"] = every
+        record["save_steps"] = {"value": every, "rule": "at every evaluation"}
+    return rcfg.replace(**update), record, keep
 
 # %% ../nbs/api/01_config.ipynb #3af28789
 SMOKE_ENV = {"max_steps": "FINETUNE_KIT_MAX_STEPS", "max_eval_examples": "FINETUNE_KIT_MAX_EVAL_EXAMPLES"}

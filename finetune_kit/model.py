@@ -6,6 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/model.html.md"""
 
 # %% ../nbs/02_model.ipynb #dee95078
 from __future__ import annotations
+import sys
 from pathlib import Path
 
 import torch
@@ -24,11 +25,17 @@ __all__ = ['pick_device', 'cpu_has_bf16', 'pick_precision', 'load_tokenizer', 'l
            'check_memory']
 
 # %% ../nbs/02_model.ipynb #923a496f
+_MPS_NOTED = []  # the Apple-GPU line is printed once per process
+
 def pick_device(device: str = "auto") -> str:
-    "`cuda` if a GPU is there, else `mps` on Apple silicon, else `cpu`; or `device` if not auto."
+    """`cuda` if a GPU is there, else `cpu`; or `device` if not auto. An Apple GPU (`mps`) is used only when asked:
+    no test of this project runs on one, so `auto` stays on the CPU there, and says so once."""
     if device != "auto": return device
     if torch.cuda.is_available(): return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return "mps"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() and not _MPS_NOTED:
+        _MPS_NOTED.append(True)
+        print("Apple GPU (mps) found: training and evaluation run on the CPU, where this course is tested; "
+              "device='mps' (--device mps) tries the GPU, untested", file=sys.stderr)
     return "cpu"
 
 def cpu_has_bf16() -> bool:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 
-from finetune_kit.config import (ConfigError, FinetuneConfig, load_config, resolve_auto, smoke_cap,
+from finetune_kit.config import (ConfigError, FinetuneConfig, auto_evaluation, load_config, resolve_auto, smoke_cap,
     smoke_limits)
 from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, detect_format,
     detect_preference_format, iter_records)
@@ -307,6 +307,10 @@ def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = N
         data["validation"] = data["validation"].select(range(min(cap, len(data["validation"]))))
     rcfg, record = resolve_auto(cfg, len(data["train"]))
     record["beta"], record["method"] = beta_rule, "dpo"
+    if "validation" in data and "eval_steps" in record:  # evaluation held to `eval_share` of training
+        pair_tokens = lambda ds: [len(c) + len(r) for c, r in zip(ds["chosen_input_ids"], ds["rejected_input_ids"])]
+        rcfg, record, keep = auto_evaluation(rcfg, record, pair_tokens(data["train"]), pair_tokens(data["validation"]))
+        data["validation"] = data["validation"].select(keep)
     set_seed(cfg.seed)
     model = setup_strategy(model, rcfg)
     run = RunDir(run_dir or new_run_dir(cfg))

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/preflight.html.md"""
 
 # %% ../nbs/api/03_preflight.ipynb #de8c31ce
 from __future__ import annotations
-import base64, io, json, re, time
+import base64, io, json, math, re, time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import FinetuneKitError, atomic_open
-from .config import FinetuneConfig
+from .config import FinetuneConfig, plan_evaluation
 from .data import (ChatCollator, CleaningEffect, CleanOptions, DataError, Duplicates, Problem,
                                ProblemLog, check_leakage, class_labels, clean_example, cleaning_effects, encode_example,
                                example_groups, example_label, find_duplicates, iter_examples, load_splits,
@@ -319,9 +319,12 @@ def preflight(
         measure_throughput(step, probe_batches(tok, train, batch_size, probe_steps + 1, max_seq_len)) if step else None
     )
     eval_s = None
-    if probe is not None:  # the `auto` schedule: about 10 validation passes, over the whole validation split
-        steps = max(1, round(len(train) / batch_size * epochs))
-        tps, eval_s = probe.tokens_per_s, min(10, steps) * len(splits.get("validation") or []) * probe.eval_example_s
+    if probe is not None:  # the `auto` schedule: evaluation held to a tenth of the training (`plan_evaluation`)
+        steps, tps = max(1, math.ceil(len(train) / batch_size * epochs)), probe.tokens_per_s
+        if val := splits.get("validation"):
+            val_tokens = token_stats(tok, val, max_seq_len).kept.tolist()
+            p = plan_evaluation(steps, float(stats.kept.mean()) * batch_size, val_tokens)
+            eval_s = p["evaluations"] * p["val_examples"] * probe.eval_example_s
     return Preflight(
         source,
         model or getattr(tok, "name_or_path", ""),

@@ -187,10 +187,14 @@ def write_summary(run_dir: str | Path, facts: dict, out, best_checkpoint: str | 
     summary = {**facts, "steps": out.global_step, "train_loss": out.training_loss, "best_step": best_step,
                "eval_loss": final_eval.get("eval_loss"), "token_accuracy": final_eval.get("eval_token_accuracy"),
                "train_seconds": round(seconds, 1), **more}
+    if evals:  # what evaluation during training took (the Trainer times each pass), and its share of the run's time
+        ev = sum(r.get("eval_runtime", 0.0) for r in evals)
+        summary.update(eval_seconds=round(ev, 1), eval_share_of_run=round(ev / max(seconds, 1e-9), 3))
     run.summary.write_text(json.dumps(summary, indent=2))
     plot_losses(run.path)
     msg = f", best validation loss {summary['eval_loss']:.4f} at step {summary['best_step']}" if best_checkpoint else ""
-    print(f"done in {seconds:.0f}s: train loss {out.training_loss:.4f}{msg}")
+    ev = f" (evaluation {summary['eval_seconds']:.0f}s of it, {summary['eval_share_of_run']:.0%})" if evals else ""
+    print(f"done in {seconds:.0f}s{ev}: train loss {out.training_loss:.4f}{msg}")
     return summary
 
 # %% ../nbs/api/09_runs.ipynb #ee9ff189

@@ -21,8 +21,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.trainer import TRAINER_STATE_NAME
 
 from .core import FinetuneKitError, atomic_open, library_quiet
-from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, load_config, parse_duration, plan_budget,
-    resolve_auto, save_config, smoke_cap, smoke_limits)
+from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, auto_evaluation, eval_subset,
+    load_config, parse_duration, plan_budget, resolve_auto, save_config, smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
 from .model import (ModelError, check_source, describe_source, model_source)
 from .model_sources import tiny_wanted
@@ -283,7 +283,8 @@ def _apply_plan(rcfg: FinetuneConfig, record: dict, data: dict, plan: dict) -> t
     if "validation" in data:
         if plan["val_examples"]:
             with _no_datasets_bars():
-                data["validation"] = data["validation"].select(range(plan["val_examples"])).flatten_indices()
+                keep = eval_subset(len(data["validation"]), plan["val_examples"], rcfg.seed)
+                data["validation"] = data["validation"].select(keep).flatten_indices()
         else: del data["validation"]
     return rcfg.replace(**update), {**record, "total_steps": plan["steps"]}, data
 
@@ -334,6 +335,10 @@ def _load_for_training(cfg: FinetuneConfig, model_path: Path, splits: dict, verb
     if "validation" in data and (cap := smoke_cap("max_eval_examples")):  # a smoke run validates on a few examples too
         data["validation"] = data["validation"].select(range(min(cap, len(data["validation"]))))
     rcfg, record = resolve_auto(cfg, len(data["train"]))
+    if "validation" in data and "eval_steps" in record and not rcfg.time_budget:  # a budget plans from its probe
+        lengths = {k: [len(x) for x in data[k]["input_ids"]] for k in ("train", "validation")}
+        rcfg, record, keep = auto_evaluation(rcfg, record, lengths["train"], lengths["validation"])
+        data["validation"] = data["validation"].select(keep)
     set_seed(cfg.seed)
     model = setup_strategy(model, rcfg)
     check_memory(estimate_memory(model, rcfg.batch_size * max(map(len, data["train"]["input_ids"]))), device)

@@ -103,3 +103,28 @@ def test_the_deadline_stops_a_run_that_runs_slower_than_planned(data, monkeypatc
     last = max(m["step"] for m in read_metrics(run) if "loss" in m)
     assert last < plan["steps"] and (run/"adapter"/"adapter_model.safetensors").is_file()
     assert json.loads((run/"summary.json").read_text())["train_seconds"] < 30
+
+
+def test_without_a_budget_evaluation_is_held_to_its_share(data):
+    """No budget, `eval_steps: auto` (issue 31): the plan `plan_evaluation` makes from the token counts is recorded and
+    applied (its interval, its fixed subset), a resume plans the same, and the summary says what evaluation took."""
+    from finetune_kit.config import eval_subset, plan_evaluation
+    from finetune_kit.train import RunDir
+    from finetune_kit.data import load_examples
+    run = train(_cfg(data, "share", epochs=2, max_steps=-1).replace(val_size=40))
+    hp = json.loads((run/"hyperparameters.json").read_text())
+    _, tok = load_model("smollm2-135m", "cpu")
+    lens = lambda split: [len(x) for x in tokenize_examples(tok, load_examples(RunDir(run).split(split), verbose=False),
+                                                          512, verbose=False)["input_ids"]]
+    train_len, val_len = lens("train"), lens("validation")
+    p = plan_evaluation(hp["total_steps"], sum(train_len) / len(train_len) * 4, val_len)
+    assert p["est_share"] <= 0.1 or p["val_examples"] == 32, p
+    assert (hp["eval_steps"]["value"], hp["eval_examples"]["value"]) == (p["eval_steps"], p["val_examples"])
+    assert f"{p['evaluations']} evaluations on {p['val_examples']} of 40" in hp["eval_steps"]["rule"]
+    evals = [m for m in read_metrics(run) if "eval_loss" in m]
+    assert len(evals) == p["evaluations"] and evals[-1]["step"] == hp["total_steps"]
+    # the same subset at every evaluation: the Trainer's per-pass sample count is the plan's
+    assert all(round(m["eval_runtime"] * m["eval_samples_per_second"]) == p["val_examples"] for m in evals)
+    assert eval_subset(40, p["val_examples"], 1) == eval_subset(40, p["val_examples"], 1)
+    s = json.loads((run/"summary.json").read_text())
+    assert s["eval_seconds"] == round(sum(m["eval_runtime"] for m in evals), 1) and 0 < s["eval_share_of_run"] < 1
