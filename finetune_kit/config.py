@@ -19,7 +19,8 @@ from .core import FinetuneKitError, atomic_open
 __all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'EVAL_SHARE', 'MIN_EVAL_EXAMPLES', 'SAVES_WITHOUT_EVAL',
            'TRAIN_TOKEN_COST', 'SMOKE_ENV', 'ConfigError', 'parse_duration', 'FinetuneConfig', 'field_help',
            'config_from_dict', 'load_config', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto',
-           'plan_budget', 'eval_subset', 'plan_evaluation', 'auto_evaluation', 'smoke_cap', 'smoke_limits']
+           'plan_budget', 'eval_subset', 'plan_evaluation', 'interval_dividing', 'auto_evaluation', 'smoke_cap',
+           'smoke_limits']
 
 # %% ../nbs/api/01_config.ipynb #dfda2a10
 class ConfigError(FinetuneKitError):
@@ -304,15 +305,17 @@ def plan_evaluation(
     return dict(eval_steps=every, evaluations=k, val_examples=m,
                 est_share=round(k * m * per / (steps * step_tokens * token_cost), 3))
 
+def interval_dividing(save_steps: int, every: int) -> int:
+    "The smallest divisor of your `save_steps` at or above `every` (so each evaluation's best checkpoint is saved)."
+    return min(d for d in range(1, save_steps + 1) if save_steps % d == 0 and (d >= every or d == save_steps))
+
 def auto_evaluation(rcfg: FinetuneConfig, record: dict, train_tokens: list[int], val_tokens: list[int]) -> tuple:
     """(config, record, validation indices) with an `auto` evaluation schedule held to `rcfg.eval_share` of training
     (`plan_evaluation`); the interval divides a `save_steps` you set, so the best checkpoint is still kept."""
     step_tokens = sum(train_tokens) / len(train_tokens) * rcfg.batch_size * rcfg.grad_accum
     p = plan_evaluation(record["total_steps"], step_tokens, val_tokens, rcfg.eval_share)
     keep = eval_subset(len(val_tokens), p["val_examples"], rcfg.seed)
-    every, saves = p["eval_steps"], rcfg.save_steps
-    if "save_steps" not in record:  # yours: the smallest divisor of it at or above the plan's interval
-        every = min(d for d in range(1, saves + 1) if saves % d == 0 and (d >= every or d == saves))
+    every = p["eval_steps"] if "save_steps" in record else interval_dividing(rcfg.save_steps, p["eval_steps"])
     rule = (f"{p['evaluations']} evaluations on {p['val_examples']} of {len(val_tokens)} validation examples: about "
             f"{p['est_share']:.0%} of the training (at most {rcfg.eval_share:.0%}, or once on {MIN_EVAL_EXAMPLES}), "
             f"counted in tokens, a training token as {TRAIN_TOKEN_COST:g} validation tokens")

@@ -22,7 +22,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 
 from .core import FinetuneKitError, atomic_open, library_quiet
 from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, auto_evaluation, eval_subset,
-    load_config, parse_duration, plan_budget, resolve_auto, save_config, smoke_cap, smoke_limits)
+    interval_dividing, load_config, parse_duration, plan_budget, resolve_auto, save_config, smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
 from .model import (ModelError, check_source, describe_source, model_source)
 from .model_sources import tiny_wanted
@@ -277,8 +277,7 @@ def _apply_plan(rcfg: FinetuneConfig, record: dict, data: dict, plan: dict) -> t
     if "save_steps" in record:  # `auto`: at every evaluation, or four times in a run without evaluation
         update["save_steps"] = plan["eval_steps"] if plan["evaluations"] else max(1, plan["steps"] // 4)
     elif "eval_steps" in record and plan["evaluations"]:  # your save_steps stays; evaluation must divide it
-        update["eval_steps"] = min(d for d in range(1, rcfg.save_steps + 1)
-                                   if rcfg.save_steps % d == 0 and (d >= plan["eval_steps"] or d == rcfg.save_steps))
+        update["eval_steps"] = interval_dividing(rcfg.save_steps, plan["eval_steps"])
     data = dict(data)
     if "validation" in data:
         if plan["val_examples"]:
