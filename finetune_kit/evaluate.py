@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/evaluate.html.md"""
 
 # %% ../nbs/04_evaluate.ipynb #b2f3feea
 from __future__ import annotations
-import json, math, re, string, sys, time
+import json, math, random, re, shutil, string, sys, time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,15 +23,18 @@ from .config import FinetuneConfig, load_config, smoke_cap
 from .data import ChatCollator, DataError, load_examples, tokenize_examples
 from .model import generate_replies, load_model
 from .scoring import Scores, score_examples  # one prefill a prompt: a reference notebook
-from .train import RunDir, RunError, load_run, plot_losses, read_metrics, run_base_model
+from .sample_data import write_jsonl
+from .train import (RunDir, RunError, course_config, load_run, plot_losses, read_metrics, run_base_model,
+                                train)
 from .eval_report import (FIT_EXAMPLES, PRIMARY, _ORDER, EvalError, EvalReport, base_model_of, eval_inputs,
                                       other_splits, pair_samples, save_report, split_file)
 
 # %% auto #0
-__all__ = ['INVALID', 'METRICS', 'TASKS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy', 'Perplexity',
-           'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task', 'answer_loss_full', 'answer_loss',
-           'scored_metrics', 'text_perplexity', 'generate_answers', 'score_answers', 'diagnose_fit', 'plot_report',
-           'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline']
+__all__ = ['INVALID', 'METRICS', 'TASKS', 'FOLD_METHODS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy',
+           'Perplexity', 'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task', 'answer_loss_full',
+           'answer_loss', 'scored_metrics', 'text_perplexity', 'generate_answers', 'score_answers', 'diagnose_fit',
+           'plot_report', 'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline',
+           'template_folds', 'routing_folds']
 
 # %% ../nbs/04_evaluate.ipynb #8705d62c
 _strip = str.maketrans("", "", string.punctuation)
@@ -433,3 +436,65 @@ def tfidf_baseline(train: list[dict], test: list[dict], labels: list[str]) -> di
     clf.fit([prompt(e) for e in train], [e["messages"][-1]["content"] for e in train])
     predictions = [str(p) for p in clf.predict([prompt(e) for e in test])]
     return score_answers(predictions, [e["messages"][-1]["content"] for e in test], Task("label", labels))
+
+# %% ../nbs/04_evaluate.ipynb #f80672b9
+def template_folds(examples: list[dict], k: int = 4, seed: int = 0) -> list[list[dict]]:
+    """`examples` dealt into `k` folds by their `group` (the sample tickets' request template): a group in one fold,
+    each answer's groups shared out in turn, so that every fold holds groups of every answer."""
+    answer = {}
+    for e in examples: answer.setdefault(e["group"], e["messages"][-1]["content"])
+    rng, fold_of, n = random.Random(seed), {}, 0
+    for a in sorted(set(answer.values())):
+        groups = sorted(g for g in answer if answer[g] == a)
+        rng.shuffle(groups)
+        for g in groups: fold_of[g], n = n % k, n + 1
+    folds = [[] for _ in range(k)]
+    for e in examples: folds[fold_of[e["group"]]].append(e)
+    return folds
+
+# %% ../nbs/04_evaluate.ipynb #960b03cc
+FOLD_METHODS = ("base model, zero-shot", "base model, 5-shot prompt", "TF-IDF + logistic regression",
+                "fine-tuned (LoRA)")
+
+def routing_folds(k: int = 4, runs_dir: str | Path = "runs", max_test: int = 100,
+                  smoke: bool | None = None) -> list[dict]:
+    """Grouped k-fold over the sample tickets' request templates: for each fold, the course recipe (`course_config`)
+    trained on the other folds and four routers scored on up to `max_test` of its held-out tickets. A row per fold and
+    router; a finished fold (its `scores.json`) is read, not trained again."""
+    cfg = course_config(smoke, runs_dir)
+    folder = Path(runs_dir)/f"{cfg.run_name}-folds"
+    tickets = load_examples("sample:support_tickets", verbose=False)
+    labels = sorted({e["messages"][-1]["content"] for e in tickets})
+    rows = []
+    for i, held in enumerate(template_folds(tickets, k, cfg.seed), 1):
+        scores = folder/f"fold{i}"/"scores.json"
+        if not scores.is_file(): _score_fold(cfg, folder, i, tickets, held, labels, max_test)
+        rows += json.loads(scores.read_text())
+    return rows
+
+# %% ../nbs/04_evaluate.ipynb #149bd3ba
+def _score_fold(cfg: FinetuneConfig, folder: Path, i: int, tickets: list[dict], held: list[dict], labels: list[str],
+                max_test: int):
+    "Train fold `i` (an unfinished fold's folder is replaced: the fold's own); score the routers on its held-out part."
+    run_dir = folder/f"fold{i}"
+    if run_dir.exists(): shutil.rmtree(run_dir)
+    test = random.Random(i).sample(held, min(len(held), smoke_cap("max_eval_examples") or max_test))
+    held_ids = {id(e) for e in held}
+    data = write_jsonl([e for e in tickets if id(e) not in held_ids], folder/f"fold{i}-train.jsonl")
+    test_file = write_jsonl(test, folder/f"fold{i}-test.jsonl")
+    run = train(cfg.model_copy(update=dict(data=str(data), test_data=str(test_file), runs_dir=str(folder),
+                                           run_name=f"fold{i}")))
+    _, model, tok = load_run(run)
+    train_ex = load_examples(RunDir(run).split("train"), verbose=False)
+    shots = [next(e for e in train_ex if e["messages"][-1]["content"] == t) for t in labels]  # one solved ticket a team
+    answers = lambda exs: generate_answers(model, tok, exs, max_new_tokens=8, progress=False)[0]
+    with model.disable_adapter(): base, shot = answers(test), answers(few_shot(test, shots))
+    tuned, refs, task = answers(test), [e["messages"][-1]["content"] for e in test], Task("label", labels)
+    accuracy = [score_answers(a, refs, task)["accuracy"] for a in (base, shot)]
+    accuracy += [tfidf_baseline(train_ex, test, labels)["accuracy"], score_answers(tuned, refs, task)["accuracy"]]
+    n_templates = len({e["group"] for e in test})
+    rows = [{"fold": i, "method": m, "accuracy": a, "tickets": len(test), "templates": n_templates}
+            for m, a in zip(FOLD_METHODS, accuracy)]
+    write_jsonl([{"prompt": e["messages"][-2]["content"], "group": e["group"], "reference": r, "finetuned": t}
+                 for e, r, t in zip(test, refs, tuned)], run_dir/"answers.jsonl")
+    (run_dir/"scores.json").write_text(json.dumps(rows, indent=1))

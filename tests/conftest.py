@@ -50,7 +50,7 @@ def _hint(item, module_tests: int) -> float:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     "Each module's tests in one group unless it is `independent`; the groups ordered slowest first, each kept in order."
-    measured = config.cache.get(DURATIONS, {}) if config.cache else {}
+    measured = config.cache.get(DURATIONS, {}) if getattr(config, "cache", None) else {}
     groups: dict[str, list] = {}
     for item in items:
         if not item.get_closest_marker("xdist_group") and not item.get_closest_marker("independent"):
@@ -72,7 +72,7 @@ _seconds: dict[str, float] = {}
 
 def pytest_sessionfinish(session):
     "The durations of this run into pytest's cache, for the next run's order (not from xdist's workers)."
-    if session.config.cache and _seconds and not hasattr(session.config, "workerinput"):
+    if getattr(session.config, "cache", None) and _seconds and not hasattr(session.config, "workerinput"):
         session.config.cache.set(DURATIONS, {**session.config.cache.get(DURATIONS, {}),
                                              **{k: round(v, 1) for k, v in _seconds.items()}})
 

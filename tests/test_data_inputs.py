@@ -1,11 +1,10 @@
 "Bad inputs of every kind give located errors, never a traceback; planted duplicates are found and never split."
-import json, os, random, subprocess, sys
-from pathlib import Path
+import json, random, subprocess, sys
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from finetune_kit.data import (DataError, check_leakage, find_duplicates, load_examples, prepare_data, split_examples)
 from finetune_kit.sample_data import make_ticket, TEAMS
-from helpers import TINY
+from helpers import TINY, run_cli
 
 GOOD = {"messages": [{"role": "system", "content": "Route it."}, {"role": "user", "content": "My order is late"},
                      {"role": "assistant", "content": "shipping", "weight": 1}]}
@@ -134,28 +133,29 @@ def test_prepare_streams_and_never_overwrites(tmp_path):
     assert (st_.written, st_.exact_duplicates, st_.bad) == (1, 2, 1) and src.read_bytes() == before
     with pytest.raises(DataError, match="output exists"): prepare_data(src, out)
 
-def run_check(*args, **kw):
-    "data_check in a subprocess, as the CLI will run it."
-    call = f"import sys; from finetune_kit.preflight import data_check; sys.exit(data_check(*{args!r}, **{kw!r}))"
-    return subprocess.run([sys.executable, "-c", call], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **TINY})  # the probe is plumbing: the tiny model
+def run_check(path, out_dir, probe=True, strict=True, mapping=None, **kw):
+    "`finetune-kit data check PATH --out OUT_DIR ...` as a user types it (keyword arguments as `data_check`'s)."
+    flags = [*(["--no-probe"] if not probe else []), *(["--lenient"] if not strict else []),
+             *(["--map", ",".join(f"{k}={v}" for k, v in mapping.items())] if mapping else []),
+             *[a for k, v in kw.items() for a in (f"--{k.replace('_', '-')}", str(v))]]
+    return run_cli("data", "check", path, "--out", out_dir, *flags, env={"HF_HUB_OFFLINE": "1", **TINY}, timeout=900)
 
 @pytest.mark.slow
 def test_data_check_exit_status_and_report(tmp_path):
     bad = tmp_path/"bad.jsonl"
     bad.write_text((json.dumps(GOOD) + "\n") * 30 + '{"messages": [}\n' + '{"messages": [{"role": "user", "content": "hi"}]}\n')
-    r = run_check(str(bad), out_dir=str(tmp_path/"strict"), probe=False, show=False)
+    r = run_check(str(bad), out_dir=str(tmp_path/"strict"), probe=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert f"{bad}:31: (line): invalid JSON" in r.stdout and f"{bad}:32: messages: no assistant turn" in r.stdout
     assert (tmp_path/"strict"/"report.md").is_file() and (tmp_path/"strict"/"tokens.png").is_file()
-    r = run_check(str(bad), out_dir=str(tmp_path/"lenient"), strict=False, probe=False, show=False)
+    r = run_check(str(bad), out_dir=str(tmp_path/"lenient"), strict=False, probe=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    r = run_check("hub:nobody/nothing", out_dir=str(tmp_path/"hub"), probe=False, show=False)
+    r = run_check("hub:nobody/nothing", out_dir=str(tmp_path/"hub"), probe=False)
     assert r.returncode == 2 and "Hub unreachable" in r.stdout and "Traceback" not in r.stderr
 
 @pytest.mark.slow
 def test_data_check_with_probe_estimates_time(tmp_path):
-    r = run_check("sample:support_tickets", out_dir=str(tmp_path/"r"), batch_size=2, probe_steps=1, show=False)
+    r = run_check("sample:support_tickets", out_dir=str(tmp_path/"r"), batch_size=2, probe_steps=1)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     summary = json.loads((tmp_path/"r"/"report.json").read_text())
     assert summary["tokens_per_s"] > 0 and summary["est_seconds"] > 0 and summary["splits"]["test"] == 64
@@ -180,10 +180,10 @@ def test_data_check_reads_a_csv_with_a_column_mapping(tmp_path):
     rows = [make_ticket(random.Random(i), TEAMS[i % 5])["messages"] for i in range(100)]
     pd.DataFrame({"question": [m[1]["content"] for m in rows], "team": [m[2]["content"] for m in rows]}).to_csv(tmp_path/"t.csv", index=False)
     r = run_check(str(tmp_path/"t.csv"), out_dir=str(tmp_path/"r"), mapping={"prompt": "question", "completion": "team", "label": "team"},
-                  probe=False, show=False)
+                  probe=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "| billing | 16 |" in (tmp_path/"r"/"report.md").read_text()
-    r = run_check(str(tmp_path/"t.csv"), out_dir=str(tmp_path/"r2"), probe=False, show=False)  # no mapping: located error
+    r = run_check(str(tmp_path/"t.csv"), out_dir=str(tmp_path/"r2"), probe=False)  # no mapping: located error
     assert r.returncode == 2 and "t.csv:1: (record): missing key" in r.stdout and "Traceback" not in r.stderr
 
 @pytest.mark.parametrize("name,content", [("e.csv", b""), ("h.csv", b"prompt,completion\n"), ("q.csv", b'prompt,completion\n"unclosed,x\n'),

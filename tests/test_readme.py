@@ -10,7 +10,7 @@ import os, re, signal, socket, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import pytest
-from helpers import ROOT, TINY, free_port
+from helpers import ROOT, TINY, fork_env, free_port
 
 # every block as written, on the tiny model (the commands are plumbing; test_real_model.py runs the main job for real)
 SMOKE_ENV = {"FINETUNE_KIT_MAX_STEPS": "2", "FINETUNE_KIT_MAX_EVAL_EXAMPLES": "4", "HF_HUB_OFFLINE": "1", **TINY}
@@ -74,6 +74,7 @@ def _stop(proc: subprocess.Popen):
 def run_blocks(blocks: list[Block], work: Path) -> list[str]:
     "Run `blocks` in order in the folder `work`, as a user would; a failure names the block; the blocks' outputs."
     env = {**os.environ, **SMOKE_ENV}
+    forked = {**env, **fork_env()}  # `finetune-kit` forked from a pre-imported server; a background server runs as it is
     port = 8000 if _port_free(8000) else free_port()
     background, outputs = [], []
     try:
@@ -90,7 +91,7 @@ def run_blocks(blocks: list[Block], work: Path) -> list[str]:
                 _wait_for(_with_port(b.value, port), proc, log)
                 continue
             t0 = time.time()
-            r = subprocess.run(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
+            r = subprocess.run(cmd, cwd=work, env=forked, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
             print(f"{b.where}: {time.time() - t0:.0f} s: {b.code.strip().splitlines()[0][:80]}")
             out = r.stdout + r.stderr
             assert r.returncode == 0, f"{b.where} failed (exit {r.returncode}):\n{b.code}\n--- output:\n{out[-4000:]}"
