@@ -29,10 +29,10 @@ from .runs import (MetricsLogger, RunDir, RunError, TrainingBar, new_run_dir, ru
 from .train import FinetuneTrainer, load_run, prepare_resume, train_or_finish, training_arguments
 
 # %% auto #0
-__all__ = ['AUTO_BETA', 'ADAPTER_STRATEGIES', 'convert_pair', 'iter_pairs', 'load_pairs', 'encode_pair', 'tokenize_pairs',
-           'PairCollator', 'answer_logps', 'dpo_loss', 'reference_logps', 'preference_logps', 'preference_loss',
-           'resolve_beta', 'PreferenceTrainer', 'split_pairs', 'train_preference', 'resume_preference',
-           'preference_scores', 'evaluate_preferences']
+__all__ = ['AUTO_BETA', 'ADAPTER_STRATEGIES', 'PREFERENCE_LESSON', 'convert_pair', 'iter_pairs', 'load_pairs', 'encode_pair',
+           'tokenize_pairs', 'PairCollator', 'answer_logps', 'dpo_loss', 'reference_logps', 'preference_logps',
+           'preference_loss', 'resolve_beta', 'PreferenceTrainer', 'split_pairs', 'train_preference',
+           'resume_preference', 'preference_scores', 'evaluate_preferences']
 
 # %% ../nbs/api/14_preference.ipynb #d4bc16b5
 # `PREFERENCE_FORMATS` and `detect_preference_format` are the formats module's: the SFT reader names them too
@@ -371,6 +371,10 @@ def resume_preference(run_dir: str | Path, callbacks: list | None = None) -> Pat
     splits = {k: load_pairs(run.split(k), verbose=False) if run.split(k).stat().st_size else []
               for k in ("train", "validation", "test") if run.split(k).is_file()}
     return _fit_pairs(load_config(run.config), beta, splits, run.path, resume_from=ckpt, callbacks=callbacks)
+
+# %% ../nbs/api/14_preference.ipynb #96527e2c
+PREFERENCE_LESSON = dict(data="sample:ticket_preferences", run_name="preference", val_size=0, test_size=50,
+                         max_steps=80, batch_size=8, learning_rate=1e-3, lora_layers=6, logging_steps=5, device="cpu")
 
 # %% ../nbs/api/14_preference.ipynb #b630d8de
 @torch.no_grad()

@@ -6,7 +6,8 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/runs.html.md"""
 
 # %% ../nbs/api/09_runs.ipynb #7e30074e
 from __future__ import annotations
-import contextlib, json, os
+import contextlib, json, os, shutil, time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .sample_data import write_jsonl
 __all__ = ['COMPLETE', 'BASE_MODEL', 'SHOWN_LOGS', 'RunError', 'TrainingDiverged', 'checkpoint_step', 'RunDir',
            'latest_checkpoint', 'new_run_dir', 'mark_complete', 'run_base_model', 'run_base_description', 'chat_sizes',
            'write_run_files', 'MetricsLogger', 'read_metrics', 'plot_losses', 'write_summary', 'LivePlot',
-           'TrainingBar', 'list_runs', 'compare_runs']
+           'TrainingBar', 'list_runs', 'compare_runs', 'trained_once']
 
 # %% ../nbs/api/09_runs.ipynb #b70bb68b
 class RunError(FinetuneKitError):
@@ -284,3 +285,16 @@ def compare_runs(*run_dirs: str | Path):
     import pandas as pd
     rows = [list_runs(Path(r).parent).loc[[Path(r).name]] for r in run_dirs if RunDir(r).is_run]
     return (pd.concat(rows) if rows else pd.DataFrame()), fig
+
+# %% ../nbs/api/09_runs.ipynb #40340adc
+def trained_once(cfg: FinetuneConfig, fit: Callable[[FinetuneConfig], Path]) -> Path:
+    "The run `cfg` names (`runs_dir/run_name`): the finished one if it is there, else trained now by `fit(cfg)`."
+    run = RunDir(Path(cfg.runs_dir)/cfg.run_name)
+    if run.summary.is_file():
+        print(f"using the finished run {run.path} (delete the folder to train it again)")
+        return run.path
+    if run.path.exists(): shutil.rmtree(run.path)  # unfinished: a closed notebook's, this lesson's own
+    start = time.perf_counter()
+    done = fit(cfg)
+    print(f"trained in {time.perf_counter() - start:.0f} s")
+    return done

@@ -141,10 +141,10 @@ def _write(nb: dict, path: Path) -> None:
 
 def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
                      lessons: str | Path | None = None,  # folder of the course notebooks (default: this repo's nbs/)
-                     train: bool = True,  # train the course's run now (a few minutes on a laptop CPU)
+                     train: bool = True,  # train the course's run and the lessons' own runs now (see the guide)
                      execute: bool = False,  # re-run the executed copies here (default: keep their committed outputs)
                      ) -> dict:
-    "Make a workshop folder: the model fetched, the course run trained, student copies and executed copies."
+    "A workshop folder: the model fetched, the course's and the lessons' runs trained, student and executed copies."
     import time
     out, src, start = Path(out_dir), lessons_dir(lessons), time.time()
     if any((out/d).exists() for d in ("student", "executed")):
@@ -162,14 +162,23 @@ def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
     for p in sorted((src/"api").glob("*.ipynb")): shutil.copy2(p, out/"student"/"api"/p.name)
     run = None
     if train:
-        from finetune_kit.train import course_run
-        run = course_run(smoke=False, runs_dir=out/"student"/"runs")
+        from finetune_kit.config import FinetuneConfig
+        from finetune_kit.evaluate import TITLES_LESSON, routing_folds
+        from finetune_kit.preference import PREFERENCE_LESSON, train_preference
+        from finetune_kit.runs import trained_once
+        from finetune_kit.train import course_run, train as train_sft
+        runs = out/"student"/"runs"
+        run = course_run(smoke=False, runs_dir=runs)
+        routing_folds(runs_dir=runs, smoke=False)  # lesson 04's grouped folds: four more runs of the course's recipe
+        trained_once(FinetuneConfig(runs_dir=str(runs), **TITLES_LESSON), train_sft)  # lesson 04's titles run
+        trained_once(FinetuneConfig(runs_dir=str(runs), **PREFERENCE_LESSON), train_preference)  # lesson 07's DPO run
     if execute:
         (out/"executed"/"runs").symlink_to(Path("..")/"student"/"runs", target_is_directory=True)
         for p in files: execute_notebook(out/"executed"/p.name, out)
     from finetune_kit.model import describe_source
     info = {"lessons": [p.name for p in files], "solutions_removed": n_solutions, "model": describe_source(model),
-            "course_run": str(run.relative_to(out)) if run else None, "executed_here": execute,
+            "course_run": str(run.relative_to(out)) if run else None,
+            "folds": str((run.parent/f"{run.name}-folds").relative_to(out)) if run else None, "executed_here": execute,
             "minutes": round((time.time() - start) / 60, 1)}
     (out/"README.md").write_text(
         "# A prepared finetune_kit workshop\n\n"
