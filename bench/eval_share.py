@@ -102,7 +102,7 @@ def paired_noise(run: Path, sizes: list[int]) -> dict:
     from finetune_kit.data import load_examples
     from finetune_kit.model import load_model
     from finetune_kit.scoring import score_examples
-    from finetune_kit.train import run_base_model
+    from finetune_kit.runs import run_base_model
     ckpts = sorted((run/"checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-2:]
     val = load_examples(str(run/"data"/"validation.jsonl"), verbose=False)
     losses = []

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from finetune_kit.config import FinetuneConfig
 from finetune_kit.evaluate import evaluate_run
-from finetune_kit.train import read_metrics, train
+from finetune_kit.runs import read_metrics
+from finetune_kit.train import train
 
 TASKS = {"support_tickets": "accuracy", "ticket_titles": "rougeL"}
 

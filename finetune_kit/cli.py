@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/cli.html.md"""
 
 # %% ../nbs/api/05_cli.ipynb #0670020b
 from __future__ import annotations
-import argparse, inspect, os, re, sqlite3, sys, time, typing
+import argparse, inspect, os, re, sqlite3, sys, time
 from pathlib import Path
 
 from .core import FinetuneKitError, quiet_libraries
@@ -119,7 +119,7 @@ def cmd_workshop_prepare(args):
 
 def cmd_runs(args):
     import pandas as pd
-    from finetune_kit.train import list_runs
+    from finetune_kit.runs import list_runs
     table = list_runs(args.runs_dir)
     if table.empty:
         print(f"no runs in {args.runs_dir}/")

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/config.html.md"""
 
 # %% ../nbs/api/01_config.ipynb #960664c1
 from __future__ import annotations
-import ast, difflib, functools, inspect, io, math, os, random, re, sys, tokenize
+import ast, difflib, functools, inspect, io, math, os, random, re, tokenize
 from pathlib import Path
 from typing import Annotated, Literal
 

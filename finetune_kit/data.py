@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .core import FinetuneKitError, atomic_open
-from .sample_data import sample_path, write_jsonl
-# the plumbing, in the reference notebooks api/07_formats and api/07a_cleaning (importable from here too)
-from .formats import (FORMATS, MAX_LINE_BYTES, DataError, Problem, ProblemLog, _apply_mapping,
-                                  convert_record, detect_format, iter_records, load_hub_dataset, resolve_data_path)
-from .cleaning import CleaningEffect, _around_change, classic_steps, strip_html, visible, whitespace_steps
+# the plumbing, in the reference notebooks api/07_formats and api/07a_cleaning
+from .formats import (MAX_LINE_BYTES, DataError, Problem, ProblemLog, _apply_mapping, convert_record,
+                                  detect_format, iter_records)
+from .cleaning import CleaningEffect, _around_change, classic_steps, strip_html, whitespace_steps
 # torch and datasets are imported where they are used: `finetune-kit --help` builds its `data prepare` flags from
 # `CleanOptions`, and must not wait seconds for them
 if TYPE_CHECKING:

@@ -6,17 +6,16 @@ Docs: https://finetune-kit.github.io/finetune_kit/deploy.html.md"""
 
 # %% ../nbs/05_deploy.ipynb #9ec5ff97
 from __future__ import annotations
-import json, shutil, sys, tempfile
+import json, shutil, tempfile
 from pathlib import Path
 
 import torch
 
 from .core import FinetuneKitError
-from .config import load_config
-from .model import MODEL_ALIASES, generate_replies, load_model
-from .train import RunDir, RunError, load_run, run_base_description, run_base_model
-# plumbing from reference notebooks: the Jupyter chat widget, the model card's writer
-from .chat_widget import ChatWidget
+from .model import generate_replies, load_model
+from .runs import RunDir, run_base_model
+from .train import load_run
+# plumbing from a reference notebook: the model card's writer
 from .model_card import model_card
 
 # %% auto #0

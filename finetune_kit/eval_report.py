@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .core import FinetuneKitError
 from .config import FinetuneConfig, load_config, smoke_cap
-from .data import DataError, load_examples
+from .data import load_examples
+from .formats import DataError
 from .model import load_model
-from .runs import RunDir, RunError
-from .train import run_base_model
+from .runs import RunDir, RunError, run_base_model
 
 # %% auto #0
 __all__ = ['PRIMARY', 'FIT_EXAMPLES', 'EvalError', 'EvalReport', 'pair_samples', 'save_report', 'split_file', 'eval_inputs',

@@ -8,7 +8,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/evaluate.html.md"""
 from __future__ import annotations
 import json, math, random, re, shutil, string, sys, time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -18,16 +18,15 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from .core import FinetuneKitError
-from .config import FinetuneConfig, load_config, smoke_cap
-from .data import ChatCollator, DataError, load_examples, tokenize_examples
-from .model import generate_replies, load_model
+from .config import FinetuneConfig, smoke_cap
+from .data import ChatCollator, load_examples, tokenize_examples
+from .model import generate_replies
 from .scoring import Scores, score_examples  # one prefill a prompt: a reference notebook
 from .sample_data import write_jsonl
-from .train import (RunDir, RunError, course_config, load_run, plot_losses, read_metrics, run_base_model,
-                                train)
-from .eval_report import (FIT_EXAMPLES, PRIMARY, _ORDER, EvalError, EvalReport, base_model_of, eval_inputs,
-                                      other_splits, pair_samples, save_report, split_file)
+from .runs import RunDir, plot_losses, read_metrics
+from .train import course_config, load_run, train
+from .eval_report import (FIT_EXAMPLES, EvalError, EvalReport, base_model_of, eval_inputs, other_splits,
+                                      pair_samples, save_report)
 
 # %% auto #0
 __all__ = ['INVALID', 'METRICS', 'TASKS', 'FOLD_METHODS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy',

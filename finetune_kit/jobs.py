@@ -8,10 +8,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/jobs.html.md"""
 from __future__ import annotations
 from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig
 # the plumbing (store, uploads, worker process, scheduler, routes) is the reference notebook api/08_jobs_service's
-from finetune_kit.jobs_service import (SCHEMA, TERMINAL, RESULT_COLUMNS, CursorError, JobEvents, JobServiceBase,
-    JobStore, check_training_file, checkpoint_object, event_object, file_object, jobs_app, jobs_router, list_object,
-    new_id, now, parse_hyperparameters, parse_job_request, read_upload, result_csv, run_worker, sync_checkpoints,
-    trained_tokens, valid_id)
+from .jobs_service import JobServiceBase
 
 # %% auto #0
 __all__ = ['JOB_DEFAULTS', 'job_config', 'reported_hyperparameters', 'fine_tuned_name', 'job_object', 'JobService']

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse, contextlib, csv, io, json, os, re, secrets, shutil, signal, sqlite3, subprocess, sys, threading, time
 import traceback
 from pathlib import Path
-from typing import Any
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no folder lock
 
@@ -21,12 +20,12 @@ from transformers import TrainerCallback
 
 from .core import FinetuneKitError, atomic_open
 from .config import ConfigError, FinetuneConfig
-from .data import DataError, prepare_data
-from .formats import ProblemLog, data_kind
-from .model import MODEL_ALIASES, ModelError
+from .data import prepare_data
+from .formats import DataError, ProblemLog, data_kind
+from .model_sources import MODEL_ALIASES, ModelError
 from .preference import iter_pairs, resolve_beta
 from .server import APIError, ModelRegistry, create_app, incident, internal_error_message, scrub_paths
-from .train import RunDir, checkpoint_step, read_metrics
+from .runs import RunDir, checkpoint_step, read_metrics
 
 # %% auto #0
 __all__ = ['SCHEMA', 'TERMINAL', 'METHODS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'CursorError', 'JobStore',

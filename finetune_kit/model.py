@@ -15,8 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .core import library_quiet
 from .config import FinetuneConfig
 # finding the weights (aliases, the Hub, the bundled GGUF, a run's record of its base): the reference notebook
-from .model_sources import (MODEL_ALIASES, ModelAlias, ModelError, cache_dir, check_source, convert_gguf,
-                                        describe_source, ensure_gguf, model_source, resolve_model, weights_fingerprint)
+from .model_sources import ModelError, resolve_model
 
 # %% auto #0
 __all__ = ['pick_device', 'cpu_has_bf16', 'pick_precision', 'load_tokenizer', 'load_model', 'count_parameters', 'reply_settings',

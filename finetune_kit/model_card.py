@@ -80,7 +80,7 @@ def _shared_system_prompt(path: Path) -> str | None:
 
 def model_card(run_dir: str | Path, name: str | None = None, gguf: str | None = None) -> str:
     "A README.md for the model exported from `run_dir`: base model, data, hyperparameters, results and usage."
-    from finetune_kit.evaluate import EvalReport
+    from finetune_kit.eval_report import EvalReport
     run = RunDir(run_dir).require()
     run_dir = run.path
     cfg = load_config(run.config)

@@ -17,10 +17,11 @@ import numpy as np
 
 from .core import FinetuneKitError, atomic_open
 from .config import FinetuneConfig, plan_evaluation
-from .data import (ChatCollator, CleaningEffect, CleanOptions, DataError, Duplicates, Problem,
-                               ProblemLog, check_leakage, class_labels, clean_example, cleaning_effects, encode_example,
-                               example_groups, example_label, find_duplicates, iter_examples, load_splits,
-                               split_examples)
+from .formats import DataError, Problem, ProblemLog
+from .cleaning import CleaningEffect
+from .data import (ChatCollator, CleanOptions, Duplicates, check_leakage, class_labels, clean_example,
+                               cleaning_effects, encode_example, example_groups, example_label, find_duplicates,
+                               iter_examples, load_splits, split_examples)
 
 # %% auto #0
 __all__ = ['TokenStats', 'token_stats', 'measure_throughput', 'lora_step', 'probe_batches', 'Preflight', 'save_report',

@@ -26,9 +26,10 @@ from transformers.generation.streamers import BaseStreamer
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .core import FinetuneKitError, library_quiet
-from .model import load_model, load_tokenizer, resolve_model
+from .model import load_model, load_tokenizer
+from .model_sources import resolve_model
+from .runs import RunDir, RunError, run_base_model
 from .scoring import common_prefix, join_caches, left_pad_join, prefill_inputs
-from .train import RunDir, RunError, run_base_model
 
 # %% auto #0
 __all__ = ['log', 'PREFIX_MIN_TOKENS', 'PREFIX_HISTORY', 'MAX_STOPS', 'MAX_STOP_CHARS', 'UVICORN_LIMITS', 'APIError',

@@ -8,7 +8,6 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 from __future__ import annotations
 import contextlib, hashlib, json, os, shutil, tempfile, time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +19,17 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.trainer import TRAINER_STATE_NAME
 
-from .core import FinetuneKitError, atomic_open, library_quiet
+from .core import atomic_open, library_quiet
 from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, auto_evaluation, eval_subset,
-    interval_dividing, load_config, parse_duration, plan_budget, resolve_auto, save_config, smoke_cap, smoke_limits)
+    interval_dividing, load_config, parse_duration, plan_budget, resolve_auto, smoke_cap, smoke_limits)
 from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
-from .model import (ModelError, check_source, describe_source, model_source)
-from .model_sources import tiny_wanted
-from finetune_kit.model import (
-    check_memory,
-    count_parameters,
-    estimate_memory,
-    load_model,
-    load_tokenizer,
-    pick_device,
-    pick_precision,
-    resolve_model,
-    setup_strategy,
-)
-from .sample_data import write_jsonl
+from .model import (check_memory, count_parameters, estimate_memory, load_model, load_tokenizer,
+                                pick_device, pick_precision, setup_strategy)
+from .model_sources import describe_source, model_source, tiny_wanted
 from .speed import SupervisedHead, describe_plan, speed_setup, supervised_loss
 # the run folder's bookkeeping (layout, checkpoints, metrics, summary, plots, table of runs): a reference notebook
-from .runs import (BASE_MODEL, COMPLETE, SHOWN_LOGS, LivePlot, MetricsLogger, RunDir, RunError, chat_sizes,
-                               TrainingBar, TrainingDiverged, checkpoint_step, compare_runs, latest_checkpoint,
-                               list_runs, mark_complete, new_run_dir, plot_losses, read_metrics, run_base_description,
+from .runs import (BASE_MODEL, COMPLETE, LivePlot, MetricsLogger, RunDir, RunError, TrainingBar,
+                               TrainingDiverged, chat_sizes, checkpoint_step, mark_complete, new_run_dir, read_metrics,
                                run_base_model, write_run_files, write_summary)
 
 # %% auto #0

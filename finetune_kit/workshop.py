@@ -149,7 +149,7 @@ def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
     out, src, start = Path(out_dir), lessons_dir(lessons), time.time()
     if any((out/d).exists() for d in ("student", "executed")):
         raise WorkshopError(f"{out} holds a prepared workshop already (student/ or executed/): choose a new folder")
-    from finetune_kit.model import model_source
+    from finetune_kit.model_sources import model_source
     model = model_source("smollm2-135m")  # fetched and converted into the cache, once for the whole day
     files = lesson_files(src)
     n_solutions = 0
@@ -175,7 +175,7 @@ def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
     if execute:
         (out/"executed"/"runs").symlink_to(Path("..")/"student"/"runs", target_is_directory=True)
         for p in files: execute_notebook(out/"executed"/p.name, out)
-    from finetune_kit.model import describe_source
+    from finetune_kit.model_sources import describe_source
     info = {"lessons": [p.name for p in files], "solutions_removed": n_solutions, "model": describe_source(model),
             "course_run": str(run.relative_to(out)) if run else None,
             "folds": str((run.parent/f"{run.name}-folds").relative_to(out)) if run else None, "executed_here": execute,

@@ -56,7 +56,8 @@ def test_bad_value_is_one_line_before_anything_loads(flag, value, tmp_path):
 def test_default_alias_offline_with_empty_cache(tmp_path):
     "HF_HUB_OFFLINE=1, an empty finetune_kit cache and an empty HF cache: the alias still resolves, from the bundled GGUF."
     env = {**OFFLINE, "FINETUNE_KIT_CACHE": str(tmp_path/"ftk"), "HF_HOME": str(tmp_path/"hf")}
-    code = ("from finetune_kit.model import load_model, resolve_model; p = resolve_model('smollm2-135m'); "
+    code = ("from finetune_kit.model import load_model; from finetune_kit.model_sources import resolve_model; "
+            "p = resolve_model('smollm2-135m'); "
             "m, t = load_model('smollm2-135m'); print(p); print(t.eos_token, sum(x.numel() for x in m.parameters()))")
     import subprocess, sys, os
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)

@@ -2,7 +2,8 @@
 import json, random, subprocess, sys
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from finetune_kit.data import (DataError, check_leakage, find_duplicates, load_examples, prepare_data, split_examples)
+from finetune_kit.data import (check_leakage, find_duplicates, load_examples, prepare_data, split_examples)
+from finetune_kit.formats import DataError
 from finetune_kit.sample_data import make_ticket, TEAMS
 from helpers import TINY, run_cli
 

@@ -8,7 +8,8 @@ pytestmark = pytest.mark.slow  # loads a model and trains
 
 @pytest.fixture(scope="module")
 def tok():
-    from finetune_kit.model import load_tokenizer, resolve_model
+    from finetune_kit.model import load_tokenizer
+    from finetune_kit.model_sources import resolve_model
     return load_tokenizer(str(resolve_model("smollm2-135m")))
 
 def test_loss_matches_trl(tok, tmp_path):

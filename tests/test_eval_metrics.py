@@ -4,7 +4,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score
-from finetune_kit.evaluate import (INVALID, EvalError, Task, diagnose_fit, infer_task, load_metric, parse_label, score_answers)
+from finetune_kit.eval_report import EvalError
+from finetune_kit.evaluate import (INVALID, Task, diagnose_fit, infer_task, load_metric, parse_label, score_answers)
 
 REFS = ["The cat sat on the mat.", "Please restart the router and try again.", "Your refund was issued today.",
         "We updated the delivery address on your order."]

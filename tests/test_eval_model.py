@@ -5,10 +5,11 @@ import pytest
 from helpers import run_cli
 from finetune_kit.config import FinetuneConfig, save_config
 from finetune_kit.data import load_examples, split_examples
-from finetune_kit.evaluate import EvalError, answer_loss, evaluate_run, generate_answers, text_perplexity
+from finetune_kit.eval_report import EvalError
+from finetune_kit.evaluate import answer_loss, evaluate_run, generate_answers, text_perplexity
 from finetune_kit.model import add_lora, load_model
 from finetune_kit.sample_data import write_jsonl
-from finetune_kit.train import RunError
+from finetune_kit.runs import RunError
 
 pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 
@@ -101,12 +102,14 @@ def test_cli_eval_prints_the_table_and_verdict(run):
 
 def test_one_prefill_gives_the_same_loss_and_answers(base, examples):
     "score_examples (prefill + continuation on the cache, LM head at scored tokens, sorted batches) vs the plain path."
-    from finetune_kit.evaluate import answer_loss_full, few_shot, score_examples, scored_metrics
+    from finetune_kit.evaluate import answer_loss_full, few_shot, scored_metrics
+    from finetune_kit.scoring import score_examples
     model, tok = base
     rows = examples + few_shot(examples[:3], examples[3:])  # multi-turn: earlier assistant turns are supervised
     full = answer_loss_full(model, tok, rows, batch_size=4)
     answers, _ = generate_answers(model, tok, rows, max_new_tokens=8, batch_size=4, progress=False)
-    from finetune_kit.scoring import MIN_SHARED_PREFIX, _batch_prefix, _encode_prompts
+    from finetune_kit.scoring import _batch_prefix, _encode_prompts
+    from finetune_kit.speed import MIN_SHARED_PREFIX
     enc = _encode_prompts(tok, [r["messages"][:-1] for r in rows])
     prompts = [x[m.bool()].tolist() for x, m in zip(enc["input_ids"], enc["attention_mask"])]
     assert _batch_prefix(prompts) >= MIN_SHARED_PREFIX  # batches of 3 read the system prompt once; of 1, not

@@ -4,7 +4,8 @@ import json, os
 import httpx, openai, pytest
 from openai import OpenAI
 
-from finetune_kit.jobs import JobService, JobStore
+from finetune_kit.jobs import JobService
+from finetune_kit.jobs_service import JobStore
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.server import MAX_STOP_CHARS, ModelRegistry, ServerThread, create_app
 from helpers import tiny_models

@@ -7,8 +7,9 @@ import httpx, openai, psutil, pytest
 from openai import OpenAI
 
 from helpers import ROOT, cli_command, free_port, start_server, tiny_models, wait_for, wait_until_up
-from finetune_kit.jobs import TERMINAL, JobService, JobStore, jobs_app
-from finetune_kit.model import MODEL_ALIASES
+from finetune_kit.jobs import JobService
+from finetune_kit.jobs_service import TERMINAL, JobStore, jobs_app
+from finetune_kit.model_sources import MODEL_ALIASES
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.server import ModelRegistry, ServerThread, create_app
 

@@ -131,7 +131,8 @@ def _fake_hub_cache(root, src):
     save_file({k: v * 1.05 for k, v in w.items()}, snap/"model.safetensors", metadata={"format": "pt"})
     return root/"hub"
 
-LOGITS = ("import sys, torch; from finetune_kit.train import load_run, run_base_model; from finetune_kit.model import resolve_model\n"
+LOGITS = ("import sys, torch; from finetune_kit.train import load_run; from finetune_kit.runs import run_base_model\n"
+          "from finetune_kit.model_sources import resolve_model\n"
           "_, m, tok = load_run(sys.argv[1], device='cpu')\n"
           "ids = tok('My card was charged twice.', return_tensors='pt').input_ids\n"
           "with torch.no_grad(), m.disable_adapter(): torch.save(m(ids).logits[0, -1], sys.argv[2])\n"
@@ -156,7 +157,7 @@ def test_same_base_with_a_hub_cache_present(run, tmp_path):
 
 def test_moved_cache_finds_the_same_base(run, tmp_path):
     "A run whose recorded conversion folder is gone (a moved cache, another user's home): the same GGUF, found again."
-    from finetune_kit.train import run_base_model
+    from finetune_kit.runs import run_base_model
     rec = json.loads((run/"base_model.json").read_text())
     copy = tmp_path/"run"
     shutil.copytree(run, copy)

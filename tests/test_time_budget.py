@@ -10,7 +10,8 @@ from finetune_kit.config import FinetuneConfig, resolve_auto
 from finetune_kit.data import tokenize_examples
 from finetune_kit.model import load_model, setup_strategy
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
-from finetune_kit.train import StepProbe, probe_training, read_metrics, resume_run, train
+from finetune_kit.runs import read_metrics
+from finetune_kit.train import StepProbe, probe_training, resume_run, train
 
 from helpers import tiny_models
 
@@ -109,7 +110,7 @@ def test_without_a_budget_evaluation_is_held_to_its_share(data):
     """No budget, `eval_steps: auto` (issue 31): the plan `plan_evaluation` makes from the token counts is recorded and
     applied (its interval, its fixed subset), a resume plans the same, and the summary says what evaluation took."""
     from finetune_kit.config import eval_subset, plan_evaluation
-    from finetune_kit.train import RunDir
+    from finetune_kit.runs import RunDir
     from finetune_kit.data import load_examples
     run = train(_cfg(data, "share", epochs=2, max_steps=-1).replace(val_size=40))
     hp = json.loads((run/"hyperparameters.json").read_text())

@@ -1,4 +1,5 @@
-"""The style gate on the exported package: ruff (120 columns, one statement per line; settings in pyproject.toml).
+"""The style gate on the exported package: ruff (120 columns, one statement per line, no unused import; settings in
+pyproject.toml).
 
     python tools/style.py   # exit 1 and list the lines, if any break the rules
 
@@ -25,4 +26,4 @@ if __name__ == "__main__":
     bad = violations()
     for v in bad: print(f"{Path(v['filename']).relative_to(ROOT)}:{v['location']['row']}: {v['code']} {v['message']}")
     if bad: sys.exit(f"{len(bad)} style problem(s): fix them in the notebooks (nbs/), then run nbdev-export")
-    print("style: finetune_kit/ passes ruff (120 columns, no ; chains)")
+    print("style: finetune_kit/ passes ruff (120 columns, no ; chains, no unused import)")
