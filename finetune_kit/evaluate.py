@@ -29,11 +29,11 @@ from .eval_report import (FIT_EXAMPLES, EvalError, EvalReport, base_model_of, ev
                                       pair_samples, save_report)
 
 # %% auto #0
-__all__ = ['INVALID', 'METRICS', 'TASKS', 'FOLD_METHODS', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch', 'TokenAccuracy',
-           'Perplexity', 'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task', 'answer_loss_full',
-           'answer_loss', 'scored_metrics', 'text_perplexity', 'generate_answers', 'score_answers', 'diagnose_fit',
-           'plot_report', 'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline',
-           'template_folds', 'routing_folds']
+__all__ = ['INVALID', 'METRICS', 'TASKS', 'FOLD_METHODS', 'TITLES_LESSON', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch',
+           'TokenAccuracy', 'Perplexity', 'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task',
+           'answer_loss_full', 'answer_loss', 'scored_metrics', 'text_perplexity', 'generate_answers', 'score_answers',
+           'diagnose_fit', 'plot_report', 'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot',
+           'tfidf_baseline', 'template_folds', 'routing_folds']
 
 # %% ../nbs/04_evaluate.ipynb #8705d62c
 _strip = str.maketrans("", "", string.punctuation)
@@ -497,3 +497,6 @@ def _score_fold(cfg: FinetuneConfig, folder: Path, i: int, tickets: list[dict], 
     write_jsonl([{"prompt": e["messages"][-2]["content"], "group": e["group"], "reference": r, "finetuned": t}
                  for e, r, t in zip(test, refs, tuned)], run_dir/"answers.jsonl")
     (run_dir/"scores.json").write_text(json.dumps(rows, indent=1))
+
+# %% ../nbs/04_evaluate.ipynb #12406bb6
+TITLES_LESSON = dict(run_name="titles", data="sample:ticket_titles", batch_size=8, max_steps=100, eval_steps=25)
