@@ -24,7 +24,9 @@ def cli_command() -> list[str]:
 def fork_env() -> dict:
     """The environment under which `finetune-kit` is forked from a pre-imported server (tests/forkcli.py: the same
     command, without paying 7 s of imports each time); {} with `FINETUNE_KIT_TEST_FORK=0` or no console script."""
+    import socket
     exe = shutil.which("finetune-kit")
+    if os.name != "posix" or not hasattr(socket, "send_fds") or not hasattr(os, "fork"): return {}  # Unix sockets and fork
     if not exe or os.environ.get("FINETUNE_KIT_TEST_FORK", "1").strip() in ("0", "", "no", "false"): return {}
     import atexit, forkcli, tempfile
     folder = tempfile.mkdtemp(prefix="ftk-fork-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short: a socket path
