@@ -18,6 +18,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from .core import atomic_open
 from .config import FinetuneConfig, smoke_cap
 from .data import ChatCollator, load_examples, tokenize_examples
 from .model import generate_replies
@@ -496,7 +497,7 @@ def _score_fold(cfg: FinetuneConfig, folder: Path, i: int, tickets: list[dict], 
             for m, a in zip(FOLD_METHODS, accuracy)]
     write_jsonl([{"prompt": e["messages"][-2]["content"], "group": e["group"], "reference": r, "finetuned": t}
                  for e, r, t in zip(test, refs, tuned)], run_dir/"answers.jsonl")
-    (run_dir/"scores.json").write_text(json.dumps(rows, indent=1))
+    with atomic_open(run_dir/"scores.json") as f: json.dump(rows, f, indent=1)  # last and whole: the fold is done
 
 # %% ../nbs/04_evaluate.ipynb #12406bb6
 TITLES_LESSON = dict(run_name="titles", data="sample:ticket_titles", batch_size=8, max_steps=100, eval_steps=25)
