@@ -383,16 +383,19 @@ def preference_scores(model, tok, pairs: list[dict], batch_size: int = 16, max_s
     log-probability, and the reward accuracy (the fine-tune's gain over the base larger for the preferred answer)."""
     data = tokenize_pairs(tok, pairs, max_seq_len, verbose=False)
     collate, adapter = PairCollator(tok.pad_token_id), hasattr(model, "disable_adapter")
-    was_training = model.training
+    was_training, head = model.training, SupervisedHead(model)  # the output layer at the answer positions only
     model.eval()
     pol, ref = [], []
-    for i in range(0, len(data), batch_size):
-        rows = [data[j] for j in range(i, min(i + batch_size, len(data)))]
-        batch = {k: v.to(model.device) for k, v in collate(rows).items()}
-        lp, rp = preference_logps(model, batch) if adapter else (answer_logps(model, batch), None)
-        pol.append(lp.view(2, -1))
-        if adapter: ref.append(rp.view(2, -1))
-    model.train(was_training)
+    try:
+        for i in range(0, len(data), batch_size):
+            rows = [data[j] for j in range(i, min(i + batch_size, len(data)))]
+            batch = {k: v.to(model.device) for k, v in collate(rows).items()}
+            lp, rp = preference_logps(model, batch, head) if adapter else (answer_logps(model, batch, head), None)
+            pol.append(lp.view(2, -1))
+            if adapter: ref.append(rp.view(2, -1))
+    finally:
+        head.remove()
+        model.train(was_training)
     pol = torch.cat(pol, 1)
     out = {"pairs": pol.shape[1], "win_rate": float((pol[0] > pol[1]).float().mean()),
            "mean_logp_margin": float((pol[0] - pol[1]).mean())}
