@@ -258,7 +258,8 @@ def make_title_ticket(rng: random.Random, team: str) -> dict:
     return {"messages": [{"role": "system", "content": TITLE_PROMPT},
                          {"role": "user", "content": text},
                          {"role": "assistant", "content": title}],
-            "group": f"{team}-{k:02d}"}  # as for the tickets: a request template stays in one split
+            "group": f"{team}-{k:02d}",  # as for the tickets: a request template stays in one split
+            "label": team}  # the answer is free text: the split is stratified by the team instead
 
 def make_ticket_titles(n: int = 600, seed: int = 0) -> list[dict]:
     "`n` generated tickets with a one-line title as the answer, the teams in equal shares, fixed for a given `seed`."
