@@ -109,6 +109,7 @@ def cmd_data_prepare(args):
         f"wrote {stats.written} to {args.output}"
     )
 
+# %% ../nbs/api/05_cli.ipynb #8eebab96
 def cmd_workshop_prepare(args):
     from finetune_kit.workshop import prepare_workshop
     info = prepare_workshop(args.out_dir, lessons=args.lessons, train=args.train, execute=args.execute)
@@ -162,6 +163,7 @@ def cmd_merge(args):
     print(f"merged model saved to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"next: finetune-kit chat {out}   |   finetune-kit serve {out}")
 
+# %% ../nbs/api/05_cli.ipynb #cb0f0f94
 def cmd_export(args):
     from finetune_kit.gguf_export import export_gguf
     out = export_gguf(args.run_dir, args.out_dir, quant=args.quant, system=args.system)
@@ -172,6 +174,7 @@ def cmd_export(args):
 
 JOBS_DIR = "finetune-kit-jobs"  # where `serve` keeps the jobs API's state unless told otherwise
 
+# %% ../nbs/api/05_cli.ipynb #ce09b8d1
 def cmd_serve(args):
     if not 0 <= args.port <= 65535: raise FinetuneKitError(f"--port {args.port}: give a port between 0 and 65535")
     for flag in ("max_tokens_limit", "max_body_bytes", "max_upload_mib", "max_concurrent_jobs", "max_pending_jobs",
@@ -228,6 +231,7 @@ def cmd_serve(args):
 
 QUICKSTART_TIME_BUDGET = "2m30s"  # the quickstart's training, probe included (`--time-budget` changes it)
 
+# %% ../nbs/api/05_cli.ipynb #a2b61372
 def cmd_quickstart(args):
     from finetune_kit.deploy import chat
     from finetune_kit.evaluate import evaluate_run
@@ -284,15 +288,27 @@ def _command(subparsers, name: str, **kw) -> argparse.ArgumentParser:
     p._negative_number_matcher = _NEGATIVE_NUMBER  # private, but argparse has no public way to say this
     return p
 
+# %% ../nbs/api/05_cli.ipynb #6dd2b703
 def build_parser() -> argparse.ArgumentParser:
-    "The `finetune-kit` argument parser."
+    "The `finetune-kit` argument parser: each command's flags come from its `_add_<command>` below."
     from finetune_kit import __version__
     p = argparse.ArgumentParser(prog="finetune-kit", description="Fine-tune language models on your own data.")
     p.add_argument("--version", action="version", version=f"finetune-kit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_quickstart, _add_train, _add_data, _add_workshop, _add_runs, _add_eval, _add_chat, _add_merge,
+                _add_export, _add_serve):
+        add(sub)
+    return p
+
+# %% ../nbs/api/05_cli.ipynb #3d546551
+def _add_quickstart(sub) -> None:
+    "`quickstart`: the config flags."
     q = _command(sub, "quickstart", help="train, evaluate and chat on the sample data with the default model")
     add_config_flags(q)
     q.set_defaults(func=cmd_quickstart)
+
+def _add_train(sub) -> None:
+    "`train CONFIG`: the config flags, and `--resume`."
     t = _command(sub, "train", help="fine-tune a model into a run folder")
     t.add_argument("config", nargs="?", help="YAML config file (flags override its values)")
     t.add_argument(
@@ -300,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(t)
     t.set_defaults(func=cmd_train)
+
+def _add_data(sub) -> None:
+    "`data check` and `data prepare`."
     d = _command(sub, "data", help="check or prepare a data set").add_subparsers(
         dest="data_command", required=True, metavar="ACTION"
     )
@@ -329,15 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _clean_flags(dp)
     dp.set_defaults(func=cmd_data_prepare)
+
+def _add_workshop(sub) -> None:
+    "`workshop prepare`: the flags of `prepare_workshop`."
     w = _command(sub, "workshop", help="prepare a workshop: the model, the course run, student copies").add_subparsers(
         dest="workshop_command", required=True, metavar="ACTION")
     from finetune_kit.workshop import prepare_workshop  # light: torch loads only when a workshop is prepared
     wp = _command(w, "prepare", help="write student copies (no solutions), executed copies and the trained course run")
     add_function_flags(wp, prepare_workshop)
     wp.set_defaults(func=cmd_workshop_prepare)
+
+# %% ../nbs/api/05_cli.ipynb #f7f04665
+def _add_runs(sub) -> None:
+    "`runs`."
     r = _command(sub, "runs", help="list the runs in a folder with their settings and results")
     r.add_argument("--runs-dir", default="runs", help="folder holding the run folders (default: runs)")
     r.set_defaults(func=cmd_runs)
+
+def _add_eval(sub) -> None:
+    "`eval RUN`."
     e = _command(sub, "eval", help="evaluate base vs fine-tuned on a run's held-out split")
     e.add_argument("run", help="run folder")
     e.add_argument("--split", default="test", choices=["test", "validation", "train"])
@@ -358,12 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, default=None, help="generation limit (default: the run's max_new_tokens)"
     )
     e.set_defaults(func=cmd_eval)
+
+def _add_chat(sub) -> None:
+    "`chat SOURCE`."
     c = _command(sub, "chat", help="chat with a run, a model folder or a model alias")
     c.add_argument("source", help="run folder, model folder or alias")
     c.add_argument("--message", "-m", default=None, help="answer this one message and exit")
     c.add_argument("--system", default=None, help="system prompt")
     c.add_argument("--max-new-tokens", type=int, default=256)
     c.set_defaults(func=cmd_chat)
+
+def _add_merge(sub) -> None:
+    "`merge RUN OUT`."
     m = _command(sub, "merge", help="merge a run's adapter into the base model and save the folder")
     m.add_argument("run", help="run folder")
     m.add_argument("out", help="new folder for the merged model")
@@ -374,12 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight precision of the saved model (default: fp32)",
     )
     m.set_defaults(func=cmd_merge)
+
+# %% ../nbs/api/05_cli.ipynb #9ff96fee
+def _add_export(sub) -> None:
+    "`export RUN OUT`: the flags of `export_gguf`."
     x = _command(sub, "export", help="write a run as one GGUF file with an Ollama Modelfile (llama.cpp, LM Studio)")
     from finetune_kit.gguf_export import export_gguf  # light: torch loads only when an export runs
 
     add_function_flags(x, export_gguf)
     x.add_argument("--format", default="gguf", choices=["gguf"], help="file format (default: gguf)")
     x.set_defaults(func=cmd_export)
+
+# %% ../nbs/api/05_cli.ipynb #b0235f01
+def _add_serve(sub) -> None:
+    "`serve SOURCE...`: the server's flags and the jobs API's."
     s = _command(
         sub,
         "serve",
@@ -439,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--keep-checkpoints", type=int, default=1,
                    help="checkpoints an ended job keeps, weights only (default: 1)")
     s.set_defaults(func=cmd_serve)
-    return p
 
+# %% ../nbs/api/05_cli.ipynb #ad623e8f
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `finetune-kit`: runs a sub-command; user errors print a message and return 2."
     args = build_parser().parse_args(argv)

@@ -43,6 +43,7 @@ Auto = Literal["auto"]
 Positive = Annotated[int, Field(gt=0)] | Annotated[float, Field(gt=0)]  # a number above zero; whole numbers stay whole
 Count = Annotated[int, Field(ge=1)]  # a whole number, 1 or more
 
+# %% ../nbs/api/01_config.ipynb #5eb0c9f2
 class FinetuneConfig(BaseModel):
     "Every setting of a fine-tune, with defaults for the sample task on the default model."
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())

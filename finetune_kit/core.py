@@ -6,11 +6,12 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/core.html.md"""
 
 # %% ../nbs/api/00_core.ipynb #69814c4b
 from __future__ import annotations
-import contextlib, os, warnings
+import contextlib, os, shutil, tempfile, warnings
+from collections.abc import Callable
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FinetuneKitError', 'fsync_dir', 'atomic_open', 'quiet_libraries', 'verbose_output', 'library_quiet']
+__all__ = ['FinetuneKitError', 'fsync_dir', 'atomic_open', 'atomic_dir', 'quiet_libraries', 'verbose_output', 'library_quiet']
 
 # %% ../nbs/api/00_core.ipynb #31e2bb0c
 class FinetuneKitError(Exception):
@@ -39,6 +40,25 @@ def atomic_open(path: str | Path, mode: str = "w"):
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally: tmp.unlink(missing_ok=True)
+
+# %% ../nbs/api/00_core.ipynb #bb071c9a
+@contextlib.contextmanager
+def atomic_dir(out: str | Path, finished: Callable[[Path], bool] | None = None):
+    "Build the folder `out` in a temporary folder beside it, renamed to `out` only when the block succeeds."
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists() and not (finished and finished(out)):
+            if finished: shutil.rmtree(out)  # a leftover, not finished: replaced
+            else: out.rmdir()  # empty (the callers refuse a non-empty one): replaced; else an error, nothing lost
+        try: tmp.rename(out)
+        except OSError:  # another process finished the same folder first: keep theirs
+            if not (finished and finished(out)): raise
+        fsync_dir(out.parent)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/api/00_core.ipynb #5d1751b4
 def quiet_libraries(verbose: bool = False) -> None:

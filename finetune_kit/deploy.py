@@ -6,12 +6,12 @@ Docs: https://finetune-kit.github.io/finetune_kit/deploy.html.md"""
 
 # %% ../nbs/05_deploy.ipynb #9ec5ff97
 from __future__ import annotations
-import json, shutil, tempfile
+import json
 from pathlib import Path
 
 import torch
 
-from .core import FinetuneKitError
+from .core import FinetuneKitError, atomic_dir
 from .model import generate_replies, load_model
 from .runs import RunDir, run_base_model
 from .train import load_run
@@ -94,9 +94,7 @@ def merge_and_save(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
     merged.generation_config.eos_token_id = eot
     merged.generation_config.pad_token_id = tok.pad_token_id
     merged.config.eos_token_id = eot
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # the whole folder or none of it
         merged.save_pretrained(tmp)
         tok.save_pretrained(tmp)  # with the run's chat template: the one the model was trained on
         (tmp/"README.md").write_text(model_card(run_dir, out_dir.name), encoding="utf-8")
@@ -104,8 +102,4 @@ def merge_and_save(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
         (tmp / "finetune_kit.json").write_text(
             json.dumps({"base_model": base, "run": str(Path(run_dir).resolve())}, indent=2)
         )
-        if out_dir.exists(): out_dir.rmdir()
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -76,6 +76,7 @@ def _type_name(anno) -> str:
         return " | ".join(map(_type_name, typing.get_args(anno)))
     return inspect.formatannotation(anno)
 
+# %% ../nbs/api/12_docs.ipynb #cb230e67
 class DocRenderer(BasicMarkdownRenderer):
     "`show_doc`'s Markdown: a link to the source line, the signature, the docstring and a table of the parameters."
     def __init__(self, sym, name: str | None = None, title_level: int = 3, maxline: int = 110):
@@ -270,6 +271,7 @@ def _toc_page(title: str, pages: list[Page]) -> str:
 
 def _slug(s: str) -> str: return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-") or "section"
 
+# %% ../nbs/api/12_docs.ipynb #799f3e91
 def write_sources(proc: Path, src: Path, repo: Path, nbs: str, cfg: dict) -> list[Page]:
     "Sphinx's source folder `src` from nbdev's `proc`: one notebook per page, a page per sidebar section."
     pages = site_pages(proc)
@@ -371,6 +373,7 @@ def _proc_nbs(root: Path) -> None:
         raise DocsError("nbdev-proc-nbs failed (it executes each notebook's imports and show_doc cells):\n"
                         + "\n".join(err[at:at + 12]))
 
+# %% ../nbs/api/12_docs.ipynb #d3c73eaa
 def build_site(root: str | Path = ".", out: str | Path | None = None, strict: bool = True) -> SiteReport:
     "Build the documentation website from the project's notebooks into `out` (default `_docs/`), offline."
     from sphinx.application import Sphinx  # the dev extra; not needed to use finetune_kit

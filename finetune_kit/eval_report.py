@@ -31,6 +31,7 @@ PRIMARY = {"label": "accuracy", "exact": "exact_match", "text": "rougeL"}
 _ORDER = ["accuracy", "macro_f1", "micro_f1", "invalid_rate", "bleu", "rouge1", "rouge2", "rougeL", "exact_match",
           "loss", "perplexity", "token_accuracy", "examples_per_s"]
 
+# %% ../nbs/api/11_eval_report.ipynb #59be7a2e
 @dataclass
 class EvalReport:
     "Metrics of the base and the fine-tuned model on one split, with example outputs and a fit diagnosis."

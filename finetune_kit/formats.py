@@ -154,6 +154,7 @@ def _sharegpt(turns) -> tuple[list, list[Problem]]:
         )
     return msgs, probs
 
+# %% ../nbs/api/07_formats.ipynb #0468abbb
 def convert_record(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[dict | None, list[Problem]]:
     "One record of format `fmt` (None: detect) in the chat form, unchecked (None: no format fits), and its problems."
     obj = _apply_mapping(obj, mapping)
@@ -242,6 +243,7 @@ def _jsonl_records(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Records:
                 continue
             yield n, obj, probs
 
+# %% ../nbs/api/07_formats.ipynb #5d638cac
 def _text_records(path: Path) -> Records:
     "Plain text: documents separated by blank lines, numbered by their first line."
     buf, start = [], 0

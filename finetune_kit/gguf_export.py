@@ -6,13 +6,14 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/gguf.html.md"""
 
 # %% ../nbs/api/13_gguf.ipynb #a1c0e003
 from __future__ import annotations
-import json, re, shutil, tempfile
+import json, re, shutil
 from pathlib import Path
 
 import gguf
 import numpy as np
 
 from .config import load_config
+from .core import atomic_dir
 # light on purpose (the CLI builds its flags from this module): the deploy stage, torch and transformers load when
 # an export runs
 
@@ -157,6 +158,7 @@ def write_gguf(
     finally: part.unlink(missing_ok=True)
     return out_file
 
+# %% ../nbs/api/13_gguf.ipynb #a6fd79df
 def load_gguf(file: str | Path):
     "The model in a GGUF file, de-quantized to fp32 by transformers' GGUF reader (sped up by `gguf_reading`)."
     import torch
@@ -278,9 +280,7 @@ def export_gguf(
         raise _export_error(f"{out_dir} exists and is not empty; choose a new folder")
     gguf_type(quant)  # a wrong type fails before the merge
     run = RunDir(run_dir).require()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # the whole folder or none of it
         merged = merge_and_save(run_dir, tmp/"merged")
         tok = AutoTokenizer.from_pretrained(merged)
         system = system or _shared_system_prompt(run.split("train"))
@@ -290,8 +290,4 @@ def export_gguf(
         (tmp/"Modelfile").write_text(text, encoding="utf-8")
         (tmp/"README.md").write_text(model_card(run_dir, out_dir.name, gguf="model.gguf"),
                                      encoding="utf-8")
-        if out_dir.exists(): out_dir.rmdir()
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

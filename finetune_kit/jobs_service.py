@@ -28,7 +28,7 @@ from .server import APIError, ModelRegistry, create_app, incident, internal_erro
 from .runs import RunDir, checkpoint_step, read_metrics
 
 # %% auto #0
-__all__ = ['SCHEMA', 'TERMINAL', 'METHODS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'CursorError', 'JobStore',
+__all__ = ['SCHEMA', 'TERMINAL', 'METHODS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'JobDir', 'CursorError', 'JobStore',
            'file_object', 'event_object', 'checkpoint_object', 'list_object', 'job_method', 'parse_hyperparameters',
            'parse_job_request', 'read_upload', 'check_training_file', 'JobEvents', 'sync_checkpoints', 'run_worker',
            'result_csv', 'trained_tokens', 'JobServiceBase', 'jobs_router', 'jobs_app']
@@ -63,10 +63,22 @@ def valid_id(s: str, prefix: str) -> bool:
 
 def now() -> int: return int(time.time())
 
+# %% ../nbs/api/08_jobs_service.ipynb #b57c62f6
+class JobDir:
+    """A job's folder, `state_dir/jobs/<id>`, and what lives in it: the run its worker trains, the worker's log
+    (every attempt), the outcome the worker writes when it ends, the base it merged to train on another job's model."""
+    def __init__(self, path: str | Path): self.path = Path(path)
+    run = property(lambda self: self.path/"run", doc="the run folder the worker trains")
+    outcome = property(lambda self: self.path/"outcome.json", doc="the worker's ending: ok, or the error")
+    log = property(lambda self: self.path/"worker.log", doc="the worker's output, every attempt appended")
+    base = property(lambda self: self.path/"base", doc="the merged `ft:` model a job trains on, if it names one")
+    def __repr__(self): return f"JobDir({str(self.path)!r})"
+
 # %% ../nbs/api/08_jobs_service.ipynb #333dc195
 class CursorError(FinetuneKitError):
     "A list was asked to continue `after` an id that is not in it."
 
+# %% ../nbs/api/08_jobs_service.ipynb #659ffada
 class JobStore:
     "Files, jobs, events and checkpoints in SQLite under `state_dir`; uploaded bytes in `state_dir/files/`."
     def __init__(self, state_dir: str | Path, create: bool = True):
@@ -162,9 +174,9 @@ class JobStore:
         if not valid_id(file_id, "file"): raise ValueError(f"not a file id: {file_id!r}")
         return self.dir/"files"/file_id
 
-    def job_dir(self, job_id: str) -> Path:
+    def job_dir(self, job_id: str) -> JobDir:
         if not valid_id(job_id, "ftjob"): raise ValueError(f"not a job id: {job_id!r}")
-        return self.dir/"jobs"/job_id
+        return JobDir(self.dir/"jobs"/job_id)
 
 # %% ../nbs/api/08_jobs_service.ipynb #8fe56cb3
 def file_object(row: dict) -> dict:
@@ -220,6 +232,7 @@ def job_method(body: dict) -> str:
                        "reinforcement fine-tuning does not", "method.type")
     return method["type"]
 
+# %% ../nbs/api/08_jobs_service.ipynb #eb736e62
 def parse_hyperparameters(body: dict) -> dict:
     """The job's `n_epochs`, `batch_size`, `learning_rate_multiplier` (and a DPO job's `beta`) from `hyperparameters`
     or `method`; 400s name the param."""
@@ -270,6 +283,7 @@ def parse_hyperparameters(body: dict) -> dict:
         except ConfigError as e: raise APIError(400, str(e), f"{where}.beta") from None
     return out
 
+# %% ../nbs/api/08_jobs_service.ipynb #fd513fa6
 def parse_job_request(body, models: list[str]) -> dict:
     """Check a `POST /v1/fine_tuning/jobs` body; the job's fields (files still to be looked up). `models`: the names a
     job may fine-tune, base models and this server's `ft:` models (SFT, then DPO on the result)."""
@@ -410,6 +424,7 @@ class JobEvents(TrainerCallback):
         sync_checkpoints(self.store, self.job_id, Path(args.output_dir).parent)
         self.store.add_event(self.job_id, f"Checkpoint created at step {step}")
 
+# %% ../nbs/api/08_jobs_service.ipynb #cdb228a3
 def sync_checkpoints(store: JobStore, job_id: str, run_dir: Path) -> None:
     "Forget checkpoint rows whose folder the Trainer rotated away (or that a resume discarded)."
     on_disk = {checkpoint_step(p) for p in RunDir(run_dir).done_checkpoints()}
@@ -451,7 +466,7 @@ def _error(e: BaseException, job: dict, store: JobStore) -> dict:
     msg = scrub_paths(msg)
     if isinstance(e, FinetuneKitError): return {"code": "training_error", "message": msg, "param": None}
     # the traceback is in the job's worker.log; the server logs where, under the id the message quotes
-    iid = incident(f"job {job['id']}: {type(e).__name__}: {e}", f"traceback in {store.job_dir(job['id'])/'worker.log'}")
+    iid = incident(f"job {job['id']}: {type(e).__name__}: {e}", f"traceback in {store.job_dir(job['id']).log}")
     return {
         "code": "internal_error",
         "param": None,
@@ -459,33 +474,35 @@ def _error(e: BaseException, job: dict, store: JobStore) -> dict:
     }
 
 
-def _job_model(store: JobStore, job: dict, jdir: Path) -> str:
+def _job_model(store: JobStore, job: dict, jdir: JobDir) -> str:
     "The model a job trains: its base model's name, or for an `ft:` model the merged weights of the job that made it."
     model = job["model"]
     if not model.startswith("ft:"): return model
-    out = jdir/"base"
+    out = jdir.base
     if (out/"config.json").is_file(): return str(out)  # merged by an earlier attempt (saved whole, or not at all)
     made = store.query("SELECT id FROM jobs WHERE fine_tuned_model = ? AND status = 'succeeded'", model)
     if not made: raise ModelError(f"model {model!r}: no succeeded job of this server made it")
     from finetune_kit.deploy import merge_and_save
     shutil.rmtree(out, ignore_errors=True)
     # the adapter merged into its base: the new job's reference model is the fine-tuned one, as DPO wants after SFT
-    try: merge_and_save(store.job_dir(made[0]["id"])/"run", out)
+    try: merge_and_save(store.job_dir(made[0]["id"]).run, out)
     except FinetuneKitError as e: raise ModelError(f"model {model!r}: {e}") from None
     return str(out)
 
+# %% ../nbs/api/08_jobs_service.ipynb #bcbfbe60
 def run_worker(state_dir: str | Path, job_id: str) -> int:
     "Train job `job_id` (or resume it from its newest complete checkpoint); write `outcome.json`; the exit status."
     from finetune_kit.preference import resume_preference, train_preference
     from finetune_kit.train import resume_run, train
-    jdir = Path(state_dir).expanduser().resolve()/"jobs"/job_id
+    jdir = JobDir(Path(state_dir).expanduser().resolve()/"jobs"/job_id)
     try: store = JobStore(state_dir, create=False)  # never a new, empty store: the job would not be in it
     except FinetuneKitError as e: return _write_outcome(jdir, _lost(job_id, str(e)))
     job = store.get("jobs", job_id)
     if job is None: return _write_outcome(jdir, _lost(job_id, f"job {job_id} is not in the store at {store.dir}"))
-    run_dir, events, dpo = jdir/"run", JobEvents(store, job_id), job.get("method") == "dpo"
+    run_dir, events, dpo = jdir.run, JobEvents(store, job_id), job.get("method") == "dpo"
     try:
-        if RunDir(run_dir).is_run and RunDir(run_dir).latest_checkpoint():
+        if RunDir(run_dir).summary.is_file(): pass  # trained to the end by an attempt stopped before its outcome
+        elif RunDir(run_dir).is_run and RunDir(run_dir).latest_checkpoint():
             sync_checkpoints(store, job_id, run_dir)
             (resume_preference if dpo else resume_run)(run_dir, callbacks=[events])
         else:
@@ -494,8 +511,8 @@ def run_worker(state_dir: str | Path, job_id: str) -> int:
             cfg = FinetuneConfig(
                 **{**job["config"], "model": _job_model(store, job, jdir)},
                 data=str(store.file_path(job["training_file"])),
-                runs_dir=str(jdir),
-                run_name="run",
+                runs_dir=str(jdir.path),
+                run_name=jdir.run.name,
                 validation_data=str(store.file_path(val)) if val else None,
             )
             if dpo: train_preference(cfg, beta=job["hyperparameters"]["beta"], callbacks=[events])
@@ -511,9 +528,9 @@ def _lost(job_id: str, why: str) -> dict:
     msg = internal_error_message("starting the training process", f"job {job_id}: {why}")
     return {"ok": False, "error": {"code": "internal_error", "message": msg, "param": None}}
 
-def _write_outcome(jdir: Path, outcome: dict) -> int:
+def _write_outcome(jdir: JobDir, outcome: dict) -> int:
     "Write `outcome.json` in the job's folder (the one place it is written); the worker's exit status."
-    with atomic_open(jdir/"outcome.json") as f: json.dump(outcome, f)
+    with atomic_open(jdir.outcome) as f: json.dump(outcome, f)
     return 0 if outcome["ok"] else 1
 
 # %% ../nbs/api/08_jobs_service.ipynb #1c52cfe9
@@ -576,14 +593,14 @@ def _lock_folder(state_dir: Path):
     f.flush()
     return f
 
-def _outcome(jdir: Path) -> dict | None:
+def _outcome(jdir: JobDir) -> dict | None:
     "What the job's worker wrote when it ended (`outcome.json`: ok, or the error), None if it did not get that far."
-    p = jdir/"outcome.json"
+    p = jdir.outcome
     return json.loads(p.read_text()) if p.is_file() else None
 
-def _resume_step(jdir: Path) -> int | None:
+def _resume_step(jdir: JobDir) -> int | None:
     "The step a job's next attempt resumes from: its newest complete checkpoint's; None to start over."
-    run = RunDir(jdir/"run")
+    run = RunDir(jdir.run)
     ckpt = run.latest_checkpoint() if run.is_run else None
     return checkpoint_step(ckpt) if ckpt else None
 
@@ -652,8 +669,10 @@ class JobServiceBase:
         with self._lock:
             for jid, proc in list(self._procs.items()):
                 _terminate(proc, self.grace_seconds)
-                if self.store.update("jobs", jid, expect=("running",), status="queued", pid=None,
-                                     estimated_finish=None):
+                if _outcome(self.store.job_dir(jid)):  # it ended (outcome written) before the signal: record it
+                    self._guarded(self._finish, jid, jid, proc.returncode)
+                elif self.store.update("jobs", jid, expect=("running",), status="queued", pid=None,
+                                       estimated_finish=None):
                     self.store.add_event(jid, "The server stopped while the job was running; it resumes when the "
                                          "server starts again", "warn")
             self._procs.clear()
@@ -732,8 +751,8 @@ def _validate(self: JobServiceBase, job: dict) -> None:
 @patch
 def _launch(self: JobServiceBase, job: dict) -> None:
     jid, jdir = job["id"], self.store.job_dir(job["id"])
-    jdir.mkdir(parents=True, exist_ok=True)
-    (jdir/"outcome.json").unlink(missing_ok=True)
+    jdir.path.mkdir(parents=True, exist_ok=True)
+    jdir.outcome.unlink(missing_ok=True)
     attempt = (job["attempts"] or 0) + 1
     if not self.store.update("jobs", jid, expect=("queued",), status="running", started_at=now(), attempts=attempt):
         return
@@ -741,12 +760,12 @@ def _launch(self: JobServiceBase, job: dict) -> None:
     pkg_root = str(Path(finetune_kit.__file__).resolve().parents[1])  # the worker runs this very finetune_kit
     env = {**os.environ, "TQDM_DISABLE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}
-    with open(jdir/"worker.log", "ab") as log:
+    with open(jdir.log, "ab") as log:
         log.write(f"--- attempt {attempt} at {time.ctime()}\n".encode())
         cmd = [sys.executable, "-m", "finetune_kit.jobs_service", "worker", str(self.store.dir), jid,
                "--parent", str(os.getpid())]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=jdir, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=jdir.path,
+                                env=env, start_new_session=True)
     self._procs[jid] = proc
     self.store.update("jobs", jid, pid=proc.pid)
     step = _resume_step(jdir)
@@ -762,6 +781,7 @@ def _requeue(self: JobServiceBase, job: dict, why: str) -> bool:
         self.store.add_event(job["id"], f"{why}; {then}", "warn")
     return True
 
+# %% ../nbs/api/08_jobs_service.ipynb #a6c289a0
 @patch
 def _finish(self: JobServiceBase, job_id: str, returncode: int) -> None:
     "Record the outcome of a worker that exited: success, its error, or (killed with a checkpoint) a resume."
@@ -771,7 +791,7 @@ def _finish(self: JobServiceBase, job_id: str, returncode: int) -> None:
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
     job = self.store.get("jobs", job_id)
     if _resume_step(jdir) is not None and self._requeue(job, f"The training process stopped ({how})"): return
-    iid = incident(f"job {job_id}: the training process stopped ({how})", _log_tail(jdir/"worker.log"))
+    iid = incident(f"job {job_id}: the training process stopped ({how})", _log_tail(jdir.log))
     msg = f"the training process stopped ({how}) (id {iid}); the server log has the details under that id"
     self._fail(job_id, {"code": "worker_crashed", "message": msg, "param": None}, expect=("running",))
 
@@ -779,15 +799,15 @@ def _finish(self: JobServiceBase, job_id: str, returncode: int) -> None:
 @patch
 def _serve(self: JobServiceBase, job: dict) -> None:
     "Serve a succeeded job's model under its `ft:` name (unless deleted; a server without a registry serves none)."
-    run = self.store.job_dir(job["id"])/"run"
+    run = self.store.job_dir(job["id"]).run
     if self.registry is None or not any(d.is_dir() for d in (RunDir(run).adapter, RunDir(run).model)): return
-    try: self.registry.add(job["fine_tuned_model"], str(self.store.job_dir(job["id"])/"run"))
+    try: self.registry.add(job["fine_tuned_model"], str(self.store.job_dir(job["id"]).run))
     except FinetuneKitError as e:
         print(f"finetune_kit jobs: cannot serve {job['fine_tuned_model']}: {e}", file=sys.stderr)
 
 @patch
 def _succeed(self: JobServiceBase, job_id: str) -> None:
-    job, run_dir = self.store.get("jobs", job_id), self.store.job_dir(job_id)/"run"
+    job, run_dir = self.store.get("jobs", job_id), self.store.job_dir(job_id).run
     rid = new_id("file")
     with atomic_open(self.store.file_path(rid)) as f: f.write(result_csv(run_dir))
     record = json.loads(RunDir(run_dir).hyperparameters.read_text())
@@ -813,7 +833,7 @@ _WEIGHTS_ONLY = re.compile(r"(optimizer|scheduler|scaler)\.pt|rng_state.*\.pth")
 @patch
 def _retain(self: JobServiceBase, job_id: str) -> None:
     "Trim an ended job's checkpoints to the last `keep_checkpoints`, each without its optimizer and RNG state."
-    run = RunDir(self.store.job_dir(job_id)/"run")
+    run = RunDir(self.store.job_dir(job_id).run)
     ckpts, done = run.checkpoints, run.done_checkpoints()
     cut = len(done) - self.keep_checkpoints if self.keep_checkpoints else len(done)
     for p in (p for p in ckpts.glob("checkpoint-*") if p not in done[cut:]): shutil.rmtree(p, ignore_errors=True)
@@ -883,7 +903,7 @@ def delete_job(self: JobServiceBase, job_id: str) -> dict:
         for r in results: self.store.execute("DELETE FROM files WHERE id = ?", r)
         self.store.execute("DELETE FROM jobs WHERE id = ?", job_id)
     for r in results: self.store.file_path(r).unlink(missing_ok=True)
-    shutil.rmtree(self.store.job_dir(job_id), ignore_errors=True)
+    shutil.rmtree(self.store.job_dir(job_id).path, ignore_errors=True)
     return {"id": job_id, "object": "fine_tuning.job", "deleted": True}
 
 @patch
@@ -894,12 +914,13 @@ def delete_model(self: JobServiceBase, name: str) -> dict:
         raise APIError(404, f"no fine-tuned model {name!r}: only the models of fine-tuning jobs can be deleted",
                        "model", "model_not_found")
     if self.registry is not None: self.registry.remove(name)
-    run = RunDir(self.store.job_dir(jobs[0]["id"])/"run")
+    run = RunDir(self.store.job_dir(jobs[0]["id"]).run)
     for d in (run.adapter, run.model, run.checkpoints, run.path.parent/"base"): shutil.rmtree(d, ignore_errors=True)
     sync_checkpoints(self.store, jobs[0]["id"], run.path)
     self.store.add_event(jobs[0]["id"], f"Fine-tuned model deleted: {name}")
     return {"id": name, "object": "model", "deleted": True}
 
+# %% ../nbs/api/08_jobs_service.ipynb #d55de791
 @patch
 def delete_file(self: JobServiceBase, file_id: str) -> dict:
     "Delete an uploaded file and the copies of it in ended jobs' run folders; a file a live job needs is kept (409)."
@@ -911,7 +932,7 @@ def delete_file(self: JobServiceBase, file_id: str) -> dict:
     self.store.execute("DELETE FROM files WHERE id = ?", f["id"])  # the row first: a crash leaves bytes `sweep` removes
     self.store.file_path(f["id"]).unlink(missing_ok=True)
     for j in users:  # the splits a run folder keeps are copies of the uploaded rows
-        run = RunDir(self.store.job_dir(j["id"])/"run")
+        run = RunDir(self.store.job_dir(j["id"]).run)
         for split in ("train", "validation", "test"): run.split(split).unlink(missing_ok=True)
     return {"id": f["id"], "object": "file", "deleted": True}
 
@@ -941,7 +962,7 @@ def _usable_file(self: JobServiceBase, file_id: str | None, param: str, method: 
 def fine_tuned_models(self: JobServiceBase) -> list[str]:
     "The `ft:` models of this server's succeeded jobs whose weights are still there: a new job may start from one."
     jobs = self.store.query("SELECT * FROM jobs WHERE status = 'succeeded' AND fine_tuned_model IS NOT NULL")
-    run = lambda j: RunDir(self.store.job_dir(j["id"])/"run")
+    run = lambda j: RunDir(self.store.job_dir(j["id"]).run)
     return [j["fine_tuned_model"] for j in jobs if run(j).adapter.is_dir() or run(j).model.is_dir()]
 
 # %% ../nbs/api/08_jobs_service.ipynb #6e7d8f85
@@ -1068,6 +1089,7 @@ def jobs_router(svc: JobServiceBase) -> APIRouter:
     def delete_model(name: str): return svc.delete_model(name)
     return r
 
+# %% ../nbs/api/08_jobs_service.ipynb #5e153609
 def jobs_app(service: JobServiceBase, **app_kw) -> FastAPI:
     "`create_app` with `service` mounted, serving its `ft:` models from its registry (a new one if it has none)."
     if service.registry is None: service.registry = ModelRegistry()

@@ -78,6 +78,7 @@ def _shared_system_prompt(path: Path) -> str | None:
     }
     return firsts.pop() if len(firsts) == 1 else None
 
+# %% ../nbs/api/10_model_card.ipynb #5601e412
 def model_card(run_dir: str | Path, name: str | None = None, gguf: str | None = None) -> str:
     "A README.md for the model exported from `run_dir`: base model, data, hyperparameters, results and usage."
     from finetune_kit.eval_report import EvalReport

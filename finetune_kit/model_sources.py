@@ -6,15 +6,14 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/model_sources.html.md"""
 
 # %% ../nbs/api/09_model_sources.ipynb #70427043
 from __future__ import annotations
-import contextlib, functools, hashlib, importlib.metadata, importlib.util, json, os, re, shutil, subprocess, sys
-import tempfile
+import contextlib, functools, hashlib, importlib.metadata, importlib.util, json, os, re, subprocess, sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from .core import FinetuneKitError
+from .core import FinetuneKitError, atomic_dir
 
 # %% auto #0
 __all__ = ['MODEL_ALIASES', 'TINY_ENV', 'TINY_SHAPE', 'TINY_MARK', 'ModelError', 'ModelAlias', 'cache_dir', 'ensure_gguf',
@@ -82,19 +81,9 @@ def ensure_gguf(alias: ModelAlias, install: bool = True) -> Path:
         )
     return d/alias.gguf_file
 
-@contextlib.contextmanager
-def _new_folder(out: Path):
-    "A temporary folder beside `out`, renamed to `out` when the block ends; a finished `out` already there is kept."
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists() and not (out/"config.json").is_file(): shutil.rmtree(out)  # a leftover of an older version
-        try: tmp.rename(out)
-        except OSError:  # another process finished the same folder first: the same content, keep theirs
-            if not (out/"config.json").is_file(): raise
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+def _converted(out: Path) -> bool:
+    "Whether `out` is a finished checkpoint folder (another process's conversion, kept as it is by `atomic_dir`)."
+    return (out/"config.json").is_file()
 
 @contextlib.contextmanager
 def gguf_reading():
@@ -108,6 +97,7 @@ def gguf_reading():
     try: yield
     finally: gguf.GGUFReader, gguf.get_tensor_name_map = reader, names
 
+# %% ../nbs/api/09_model_sources.ipynb #a9ca6f7e
 def convert_gguf(gguf: Path, out: Path) -> Path:
     "De-quantize a GGUF model into a plain safetensors checkpoint folder `out` (tokenizer and chat template included)."
     gguf = Path(gguf)
@@ -125,7 +115,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     model.generation_config.eos_token_id = tok.convert_tokens_to_ids(tok.eos_token)
     model.generation_config.pad_token_id = tok.pad_token_id
     out = Path(out)
-    with _new_folder(out) as tmp:
+    with atomic_dir(out, finished=_converted) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     return out
@@ -164,7 +154,7 @@ def tiny_model(source: str | Path, name: str) -> Path:
         torch.manual_seed(made["seed"])
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with contextlib.suppress(OSError): model.generation_config = GenerationConfig.from_pretrained(source)
-    with _new_folder(out) as tmp:
+    with atomic_dir(out, finished=_converted) as tmp:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
         (tmp/TINY_MARK).write_text(json.dumps(made, indent=2))
@@ -273,6 +263,7 @@ def model_source(name: str, install: bool = True) -> dict:
         )
     return rec
 
+# %% ../nbs/api/09_model_sources.ipynb #b0eaffee
 def describe_source(rec: dict) -> str:
     "A recorded base model in words; it says when the weights were de-quantized from a GGUF."
     if rec.get("kind") == "gguf":

@@ -219,6 +219,7 @@ def _blocks_return(layers, k: int, out):
             if f is None: del block.forward
             else: block.forward = f
 
+# %% ../nbs/api/14_preference.ipynb #2eaa0338
 def preference_logps(model, batch: dict, head: SupervisedHead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(policy, reference) `answer_logps` of a batch. With adapters on the top blocks only (`lora_layers`), the blocks
     below them run once, in the reference pass; the policy pass starts from their output."""
@@ -290,6 +291,7 @@ def _write_pair_run(cfg: FinetuneConfig, rcfg: FinetuneConfig, record: dict, spl
         report[k].update(tokens=tokens, dropped=len(splits[k]) - len(ds))
     write_run_files(cfg, rcfg, record, splits, run.path, source, report)
 
+# %% ../nbs/api/14_preference.ipynb #05d6ef45
 def _fit_pairs(cfg: FinetuneConfig, beta, splits: dict, run_dir: Path | None = None, resume_from: Path | None = None,
                callbacks: list | None = None) -> Path:
     "DPO-train `cfg` on pair `splits` into a new run folder (or `run_dir`, when resuming from `resume_from`)."

@@ -187,6 +187,7 @@ def _cleaning_md(p: Preflight) -> list[str]:
 
 def _cut(s: str, n: int) -> str: return s if len(s) <= n else s[:n - 1] + "…"
 
+# %% ../nbs/api/03_preflight.ipynb #a9b6abaa
 def _cleaning_lines(p: Preflight, width: int = 120) -> list[str]:
     "The cleaning table for a terminal: the steps that change something, each with its sample; the rest on one line."
     if not p.cleaning: return []

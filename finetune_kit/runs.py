@@ -86,6 +86,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     "The newest complete checkpoint of a run (folders without the completion marker are skipped)."
     return RunDir(run_dir).latest_checkpoint()
 
+# %% ../nbs/api/09_runs.ipynb #9e3b7637
 def new_run_dir(cfg: FinetuneConfig) -> Path:
     "The run folder for `cfg` (a timestamp name when `cfg.run_name` is unset); refuses one that holds files."
     d = Path(cfg.runs_dir)/(cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -191,7 +192,7 @@ def write_summary(run_dir: str | Path, facts: dict, out, best_checkpoint: str | 
     if evals:  # what evaluation during training took (the Trainer times each pass), and its share of the run's time
         ev = sum(r.get("eval_runtime", 0.0) for r in evals)
         summary.update(eval_seconds=round(ev, 1), eval_share_of_run=round(ev / max(seconds, 1e-9), 3))
-    run.summary.write_text(json.dumps(summary, indent=2))
+    with atomic_open(run.summary) as f: json.dump(summary, f, indent=2)  # whole or absent: it marks a finished run
     plot_losses(run.path)
     msg = f", best validation loss {summary['eval_loss']:.4f} at step {summary['best_step']}" if best_checkpoint else ""
     ev = f" (evaluation {summary['eval_seconds']:.0f}s of it, {summary['eval_share_of_run']:.0%})" if evals else ""

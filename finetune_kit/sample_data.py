@@ -25,6 +25,8 @@ SAMPLES_DIR = Path(str(importlib.resources.files("finetune_kit")))/"samples"  # 
 _PRODUCTS = ["the blender", "my headphones", "the standing desk", "a pair of running shoes", "the coffee grinder",
              "the phone case", "my smart watch", "the air purifier", "the backpack", "a wool sweater",
              "the desk lamp", "the kettle", "the yoga mat", "the router", "my e-reader", "the camping tent"]
+
+# %% ../nbs/api/02_sample_data.ipynb #2954fca0
 _ISSUES = {
     "billing": [
         "I was charged twice for {p}",
@@ -97,6 +99,8 @@ _ISSUES = {
         "the exchange for {p} has not been shipped",
     ],
 }
+
+# %% ../nbs/api/02_sample_data.ipynb #901c73fb
 _OPENERS = [
     "",
     "",
@@ -173,6 +177,8 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
 # %% ../nbs/api/02_sample_data.ipynb #566282c2
 TITLE_PROMPT = ("You triage customer support tickets. Reply with a one-line title for the ticket that names "
                 "its problem and the order, product or amount it mentions.")
+
+# %% ../nbs/api/02_sample_data.ipynb #e33ed301
 # one entry per request template of `_ISSUES`, in the same order; "|" separates phrasings of the same title
 _TITLES = {
     "billing": [
@@ -232,22 +238,23 @@ _TITLES = {
         "Personal data download request|Wants a copy of the personal data",
     ],
     "returns": [
-        "Return {p}, too small|{P} too small, return wanted",
-        "{P} arrived broken, return wanted|Broken {p} to send back",
+        "Return {p}, too small|{P} is too small, return wanted",
+        "{P} arrived broken, return wanted|Send back {p}: arrived broken",
         "Return label for order #{n}|Needs a return label for order #{n}",
         "Wrong colour of {p}, exchange wanted|Exchange {p} sent in the wrong colour",
         "Change of mind on {p}, return window question|Is {p} still within the return window?",
-        "Faulty {p}, swap for a new one|Replace faulty {p}",
-        "Returned {p} not confirmed by the warehouse|Has the warehouse received the returned {p}?",
+        "{P} is faulty, swap for a new one|Replace {p}: faulty",
+        "Return of {p} not confirmed by the warehouse|Has the warehouse received the returned {p}?",
         "Partial return of order #{n}|Return part of order #{n}",
         "Drop-off point refused the return|Return parcel refused at drop-off",
         "{P} does not fit, bigger size wanted|Exchange {p} for a bigger size",
-        "Unordered {p} received, return wanted|Send back {p} that was never ordered",
-        "Exchange for {p} not shipped|Replacement {p} not sent yet",
+        "{P} received but never ordered, return wanted|Send back {p} that was never ordered",
+        "Exchange for {p} not shipped|Replacement for {p} not sent yet",
     ],
 }
-_TITLE_FRAMES = ["{t}", "{t}", "{Team}: {t}", "{t} ({team})", "[{team}] {t}"]
 
+# %% ../nbs/api/02_sample_data.ipynb #b1067cee
+_TITLE_FRAMES = ["{t}", "{t}", "{Team}: {t}", "{t} ({team})", "[{team}] {t}"]
 
 # %% ../nbs/api/02_sample_data.ipynb #52e269af
 def make_title_ticket(rng: random.Random, team: str) -> dict:

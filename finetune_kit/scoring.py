@@ -60,6 +60,7 @@ def _prefill(body, prompts: list[list[int]], device):
         h, x = torch.cat([head.expand(len(h), -1, -1), h], 1), torch.cat([prefix.expand(len(x), -1), x], 1)
     return h, cache, x, mask, S, [mask.shape[1] - len(p) for p in prompts]
 
+# %% ../nbs/api/11a_scoring.ipynb #0cd6f11d
 @torch.no_grad()
 def _score_batch(model, tok, encs: list[dict], convs: list[list[dict]], keep_cache: bool = False):
     """Summed NLL and count of supervised tokens per row, predicted and reference tokens, from one prefill; and, if
@@ -115,6 +116,7 @@ def join_caches(caches: list[DynamicCache], config) -> DynamicCache | None:
         out.update(keys, values, i)
     return out
 
+# %% ../nbs/api/11a_scoring.ipynb #025fb986
 def prefill_inputs(prompts: list[list[int]], starts: list[DynamicCache | None], config, device):
     """(token ids, attention mask, position ids, cache) of one forward pass that runs each prompt after its cached
     prefix in `starts` (None: from the start): prefixes and rests are each left-padded to the longest."""
@@ -142,7 +144,6 @@ def _generate_from(model, tok, ids: torch.Tensor, mask: torch.Tensor, cache, max
     out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=max_new_tokens,
                          **reply_settings(tok))
     return decode_replies(tok, out, ids.shape[1])
-
 
 # %% ../nbs/api/11a_scoring.ipynb #5c0a0007
 @dataclass

@@ -83,6 +83,7 @@ def error_response(
     e = APIError(status, message, param, code, type)
     return JSONResponse(e.body(), status_code=status)
 
+# %% ../nbs/api/04_server.ipynb #d052ede2
 def install_error_handlers(app: FastAPI) -> FastAPI:
     "Answer `APIError`, request validation errors, unknown routes and unexpected exceptions with OpenAI-shaped bodies."
     from fastapi.exceptions import RequestValidationError
@@ -189,6 +190,7 @@ class _Served:
         self.tok = self.weights = self.adapter_dir = None
         self.slots = threading.BoundedSemaphore(max_queue)  # requests waiting or running on this name
 
+# %% ../nbs/api/04_server.ipynb #9b4fb58e
 class ModelRegistry:
     "Models served by name, loaded on first use; LoRA runs share one copy of their base; memory stays bounded."
     def __init__(self, device: str = "auto",
@@ -288,6 +290,7 @@ def _activate(self: ModelRegistry, w: _Weights, e: _Served):
     w.model.set_adapter(w.adapters[e.name])
     return w.model
 
+# %% ../nbs/api/04_server.ipynb #6622c6f1
 @patch
 @contextmanager
 def use(self: ModelRegistry, name: str):
@@ -397,6 +400,7 @@ def _outcome(reply: _Reply, max_tokens: int, prompt_tokens: int) -> dict:
     return dict(text=reply.text, finish_reason="stop" if reply.done or len(reply.ids) < max_tokens else "length",
                 prompt_tokens=prompt_tokens, completion_tokens=len(reply.ids))
 
+# %% ../nbs/api/04_server.ipynb #cd0a0518
 @torch.inference_mode()
 def generate_reply(
     model,
@@ -469,6 +473,7 @@ PREFIX_HISTORY = 32  # recent prompts that a new prompt is compared with, to fin
 def _cache_bytes(cache: DynamicCache) -> int:
     return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
 
+# %% ../nbs/api/04_server.ipynb #45103817
 class _PrefixCache:
     "KV caches of prompt prefixes that requests share (a system prompt), per adapter; bounded in bytes, LRU."
     # hand-written: transformers reuses a prefix's cache only within one `generate` call, never across requests
@@ -525,7 +530,6 @@ class _PrefixCache:
         self.recent.extend((owner, ids) for ids in prompts)
         return out
 
-
 # %% ../nbs/api/04_server.ipynb #ea23125e
 @dataclass(eq=False)  # rows and requests are compared and hashed by identity
 class _Request:
@@ -566,6 +570,7 @@ class _Row:
         self.reply.end()
         self.req.future.set_result(_outcome(self.reply, self.max_tokens, self.prompt_tokens))
 
+# %% ../nbs/api/04_server.ipynb #a47e344a
 class _Batch:
     "The running rows and their KV cache, left-padded to one length; `mask` marks the real (non-padding) positions."
     def __init__(self): self.rows, self.cache, self.mask = [], None, None
@@ -601,7 +606,6 @@ class _Batch:
         out = model(input_ids=x, attention_mask=self.mask, position_ids=positions, cache=self.cache,
                     use_cache=True)
         return out.logits[:, -1]
-
 
 # %% ../nbs/api/04_server.ipynb #cf730a7e
 class _Scheduler:
@@ -841,7 +845,7 @@ async def _unless_gone(request: Request, fut, cancel: threading.Event):
         if not fut.done() and await request.is_disconnected(): cancel.set()
     return fut.result()
 
-
+# %% ../nbs/api/04_server.ipynb #79c22c34
 def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRouter:
     "The `/v1/models` and `/v1/chat/completions` routes over `registry`."
     r = APIRouter()
@@ -1082,6 +1086,7 @@ def build_app(sources: list[str], device: str = "auto", preload: bool = True, re
             except APIError as e: raise FinetuneKitError(e.message) from None
     return create_app(registry, **app_kw)
 
+# %% ../nbs/api/04_server.ipynb #30170c40
 def serve(sources: list[str],  # run folders, model folders or aliases; `NAME=PATH` names one
           host: str = "127.0.0.1",  # 127.0.0.1: this machine only; 0.0.0.0: every network interface
           port: int = 8000,

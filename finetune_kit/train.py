@@ -482,7 +482,7 @@ COURSE_RUN = "course"  # the run folder's name under `runs_dir`
 def course_config(smoke: bool | None = None, runs_dir: str | Path = "runs") -> FinetuneConfig:
     """The settings of the course's shared run: the defaults on the sample tickets for one epoch, as the quickstart
     (a few steps for a `smoke` run); `$FINETUNE_KIT_COURSE_MODEL` names another base (a bigger one on a GPU)."""
-    smoke = bool(os.environ.get("IN_TEST")) if smoke is None else smoke
+    smoke = smoke_cap("max_steps") is not None if smoke is None else smoke  # a smoke run: the tests' size switch
     short = dict(max_steps=6, val_size=16, logging_steps=1, eval_steps=3) if smoke else dict(eval_steps=20)
     if model := os.environ.get("FINETUNE_KIT_COURSE_MODEL", "").strip(): short["model"] = model
     name = COURSE_RUN + ("-smoke" if smoke else "") + ("-tiny" if smoke and tiny_wanted() else "")  # other weights

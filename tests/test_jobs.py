@@ -214,7 +214,7 @@ def consistent(state: Path) -> None:
     store = JobStore(state)
     for f in store.query("SELECT id FROM files"): assert store.file_path(f["id"]).is_file(), f
     for c in store.query("SELECT job_id, step FROM checkpoints"):
-        assert (store.job_dir(c["job_id"])/"run"/"checkpoints"/f"checkpoint-{c['step']}").is_dir(), c
+        assert (store.job_dir(c["job_id"]).run/"checkpoints"/f"checkpoint-{c['step']}").is_dir(), c
     assert not [p for p in (state/"files").iterdir() if p.name.endswith(".part")]
 
 @pytest.mark.slow
@@ -337,7 +337,7 @@ def test_delete_file_model_and_job(api, finished):
     "Deleting a file removes the server's copies of it; a fine-tuned model and an ended job can be deleted whole."
     client, svc, registry = api
     job, train, _ = finished
-    run, base = svc.store.job_dir(job.id)/"run", str(client.base_url).rstrip("/")
+    run, base = svc.store.job_dir(job.id).run, str(client.base_url).rstrip("/")
     assert list((run/"data").glob("*.jsonl"))
     assert client.files.delete(train.id).deleted
     assert not list((run/"data").glob("*.jsonl")) and not svc.store.file_path(train.id).exists()
@@ -348,5 +348,38 @@ def test_delete_file_model_and_job(api, finished):
     r = httpx.delete(f"{base}/fine_tuning/jobs/{job.id}")
     assert r.status_code == 200 and r.json() == {"id": job.id, "object": "fine_tuning.job", "deleted": True}
     with pytest.raises(openai.NotFoundError): client.fine_tuning.jobs.retrieve(job.id)
-    assert not svc.store.job_dir(job.id).exists() and job.result_files[0] not in [f.id for f in client.files.list()]
+    assert not svc.store.job_dir(job.id).path.exists() and job.result_files[0] not in [f.id for f in client.files.list()]
     assert not svc.store.query("SELECT * FROM events WHERE job_id = ?", job.id)
+
+
+@pytest.mark.slow
+def test_a_job_that_ended_is_not_lost_by_a_stop(tmp_path, data):
+    """Issue 33: a worker that wrote its outcome before the server stopped is recorded as succeeded, though the
+    scheduler had not yet seen it exit (it went back to the queue, and its next attempt failed: "finished already"); a
+    run trained to its end whose worker was stopped before writing the outcome ends the next attempt without training."""
+    registry = ModelRegistry()
+    svc = JobService(tmp_path/"state", registry, poll_seconds=3600)  # the scheduler wakes only when a request asks
+    with ServerThread(create_app(registry, services=[svc])) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="local", max_retries=0)
+        f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=f.id,
+                                             hyperparameters={"n_epochs": 1, "batch_size": 8})
+        jd, deadline = svc.store.job_dir(job.id), time.time() + 300
+        while not jd.outcome.is_file() or svc._procs[job.id].poll() is None:  # ended; no request wakes the scheduler
+            assert time.time() < deadline, "the job did not end"
+            time.sleep(0.2)
+        assert svc.store.get("jobs", job.id)["status"] == "running"  # the stage under test: ended, not yet recorded
+        svc.stop()
+        row = svc.store.get("jobs", job.id)
+        assert row["status"] == "succeeded" and row["fine_tuned_model"], row
+    # the other stage: summary.json written (the run is complete), the worker stopped before its outcome
+    metrics = (jd.run/"metrics.jsonl").read_bytes()
+    jd.outcome.unlink()
+    JobStore(tmp_path/"state").update("jobs", job.id, status="queued", fine_tuned_model=None, finished_at=None)
+    registry = ModelRegistry()
+    svc = JobService(tmp_path/"state", registry)
+    with ServerThread(create_app(registry, services=[svc])) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="local", max_retries=0)
+        done = wait_for(client, job.id, timeout=120)
+        assert done.status == "succeeded" and done.fine_tuned_model, done.error
+    assert (jd.run/"metrics.jsonl").read_bytes() == metrics  # nothing trained again
