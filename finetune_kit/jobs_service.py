@@ -500,9 +500,10 @@ def run_worker(state_dir: str | Path, job_id: str) -> int:
     job = store.get("jobs", job_id)
     if job is None: return _write_outcome(jdir, _lost(job_id, f"job {job_id} is not in the store at {store.dir}"))
     run_dir, events, dpo = jdir.run, JobEvents(store, job_id), job.get("method") == "dpo"
+    run = RunDir(run_dir)
     try:
-        if RunDir(run_dir).summary.is_file(): pass  # trained to the end by an attempt stopped before its outcome
-        elif RunDir(run_dir).is_run and RunDir(run_dir).latest_checkpoint():
+        if run.summary.is_file(): pass  # trained to the end by an attempt stopped before its outcome
+        elif run.is_run and run.latest_checkpoint():
             sync_checkpoints(store, job_id, run_dir)
             (resume_preference if dpo else resume_run)(run_dir, callbacks=[events])
         else:
