@@ -5,10 +5,11 @@ one more, as many as the memory allows (`pytest_xdist_auto_num_workers`), each c
 worker's thread pool spins against another's. A module's tests run on one worker (they may share its fixtures: a trained run, a server) unless
 the module is marked `independent`; the work is dealt out the slowest first, so that no worker is left with a long
 test at the end: by the durations of the last run (pytest's cache), else by the `cost` hints."""
-import functools, json, os
+import functools, json, os, shutil, tempfile
 from collections import Counter
 from pathlib import Path
 import pytest
+import openai_conformance
 from helpers import ROOT, WORKER_GIB
 DURATIONS = "finetune_kit/durations"  # pytest's cache: seconds per test in the last run that ran it
 
@@ -70,11 +71,34 @@ def pytest_runtest_logreport(report):
 _seconds: dict[str, float] = {}
 
 
+def pytest_configure(config):
+    """Every JSON response from a `/v1` route that a test receives is checked against OpenAI's published spec
+    (openai_conformance.py); the controller makes the folder where each process records what it checked."""
+    if not hasattr(config, "workerinput"):
+        os.environ[openai_conformance.LOG_DIR] = tempfile.mkdtemp(prefix="finetune_kit_conformance_")
+    openai_conformance.watch()
+
+
 def pytest_sessionfinish(session):
-    "The durations of this run into pytest's cache, for the next run's order (not from xdist's workers)."
-    if getattr(session.config, "cache", None) and _seconds and not hasattr(session.config, "workerinput"):
+    """The durations of this run into pytest's cache, for the next run's order (not from xdist's workers); the
+    conformance count, and a failed run if any response did not conform."""
+    if hasattr(session.config, "workerinput"): return
+    if getattr(session.config, "cache", None) and _seconds:
         session.config.cache.set(DURATIONS, {**session.config.cache.get(DURATIONS, {}),
                                              **{k: round(v, 1) for k, v in _seconds.items()}})
+    d = Path(os.environ.get(openai_conformance.LOG_DIR, ""))
+    if d.name and any(d.glob("*.jsonl")):
+        text, bad = openai_conformance.summary(d)
+        _conformance[:] = [text] + [f"  NOT CONFORMING {r['route']} {r['status']} in {r['test']}: "
+                                    + "; ".join(r["problems"]) for r in bad[:50]]
+        shutil.rmtree(d, ignore_errors=True)
+        if bad and session.exitstatus == 0: session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+_conformance: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _conformance: terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
