@@ -7,7 +7,8 @@ Docs: https://finetune-kit.github.io/finetune_kit/jobs.html.md"""
 # %% ../nbs/06_jobs.ipynb #721f1d6d
 from __future__ import annotations
 from .config import AUTO_LEARNING_RATE, ConfigError, FinetuneConfig
-# the plumbing (store, uploads, worker process, scheduler, routes) is the reference notebook api/08_jobs_service's
+# the plumbing is in reference notebooks: the store api/08a_job_store, the worker process api/08b_job_worker,
+# uploads, scheduler and routes api/08_jobs_service
 from .jobs_service import JobServiceBase
 
 # %% auto #0

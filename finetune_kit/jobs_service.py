@@ -1,4 +1,4 @@
-"""The plumbing of the fine-tuning jobs API: the store, uploads, the worker process, the scheduler and the HTTP routes.
+"""The fine-tuning jobs API: request checks, uploads, the scheduler of worker processes, the routes.
 
 Docs: https://finetune-kit.github.io/finetune_kit/api/jobs_service.html.md"""
 
@@ -6,9 +6,9 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/jobs_service.html.md"""
 
 # %% ../nbs/api/08_jobs_service.ipynb #180c6b57
 from __future__ import annotations
-import argparse, contextlib, csv, io, json, os, re, secrets, shutil, signal, sqlite3, subprocess, sys, threading, time
-import traceback
+import json, os, re, shutil, signal, subprocess, sys, threading, time, traceback
 from pathlib import Path
+
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no folder lock
 
@@ -16,551 +16,21 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 from fastcore.basics import patch
 from starlette.concurrency import run_in_threadpool
-from transformers import TrainerCallback
 
+from .api_errors import APIError, incident, internal_error_message
 from .core import FinetuneKitError, atomic_open
-from .config import ConfigError, FinetuneConfig
-from .data import prepare_data
-from .formats import DataError, ProblemLog, data_kind
-from .model_sources import MODEL_ALIASES, ModelError
-from .preference import iter_pairs, resolve_beta
-from .server import APIError, ModelRegistry, create_app, incident, internal_error_message, scrub_paths
-from .runs import RunDir, checkpoint_step, read_metrics
+from .formats import data_kind
+from .job_requests import check_training_file, display_name, parse_job_request, read_upload
+from .job_store import (TERMINAL, CursorError, JobStore, checkpoint_object, event_object,
+                                    file_object, list_object, new_id, now, valid_id)
+from .job_worker import read_outcome, result_csv, resume_step, sync_checkpoints, trained_tokens
+from .model_sources import MODEL_ALIASES
+from .registry import ModelRegistry
+from .runs import RunDir
+from .server import create_app
 
 # %% auto #0
-__all__ = ['SCHEMA', 'TERMINAL', 'METHODS', 'RESULT_COLUMNS', 'new_id', 'valid_id', 'now', 'JobDir', 'CursorError', 'JobStore',
-           'file_object', 'event_object', 'checkpoint_object', 'list_object', 'job_method', 'parse_hyperparameters',
-           'parse_job_request', 'read_upload', 'check_training_file', 'JobEvents', 'sync_checkpoints', 'run_worker',
-           'result_csv', 'trained_tokens', 'JobServiceBase', 'jobs_router', 'jobs_app']
-
-# %% ../nbs/api/08_jobs_service.ipynb #131e57b0
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, bytes INTEGER, created_at INTEGER, filename TEXT, purpose TEXT,
-    status TEXT, status_details TEXT);
-CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created_at INTEGER, model TEXT, training_file TEXT,
-    validation_file TEXT, hyperparameters TEXT, suffix TEXT, seed INTEGER, metadata TEXT, config TEXT, status TEXT,
-    error TEXT, fine_tuned_model TEXT,
-    started_at INTEGER, finished_at INTEGER, estimated_finish INTEGER, result_files TEXT, trained_tokens INTEGER,
-    attempts INTEGER DEFAULT 0, pid INTEGER, method TEXT);
-CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, job_id TEXT, created_at INTEGER, level TEXT, type TEXT,
-    message TEXT, data TEXT);
-CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id);
-CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, job_id TEXT, created_at INTEGER, step INTEGER,
-    metrics TEXT,
-    UNIQUE(job_id, step));
-"""
-_JSON_COLUMNS = {"hyperparameters", "metadata", "config", "error", "result_files", "data", "metrics"}
-_ID = re.compile(r"(file|ftjob|ftevent|ftckpt)-[0-9a-f]{24}")
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-def new_id(prefix: str) -> str:
-    "A fresh server-owned id such as `file-3f9c...` (24 random hex digits)."
-    return f"{prefix}-{secrets.token_hex(12)}"
-
-def valid_id(s: str, prefix: str) -> bool:
-    "Whether `s` is an id this server could have made with `prefix` (checked before any lookup or path)."
-    return isinstance(s, str) and s.startswith(prefix + "-") and _ID.fullmatch(s) is not None
-
-def now() -> int: return int(time.time())
-
-# %% ../nbs/api/08_jobs_service.ipynb #b57c62f6
-class JobDir:
-    """A job's folder, `state_dir/jobs/<id>`, and what lives in it: the run its worker trains, the worker's log
-    (every attempt), the outcome the worker writes when it ends, the base it merged to train on another job's model."""
-    def __init__(self, path: str | Path): self.path = Path(path)
-    run = property(lambda self: self.path/"run", doc="the run folder the worker trains")
-    outcome = property(lambda self: self.path/"outcome.json", doc="the worker's ending: ok, or the error")
-    log = property(lambda self: self.path/"worker.log", doc="the worker's output, every attempt appended")
-    base = property(lambda self: self.path/"base", doc="the merged `ft:` model a job trains on, if it names one")
-    def __repr__(self): return f"JobDir({str(self.path)!r})"
-
-# %% ../nbs/api/08_jobs_service.ipynb #333dc195
-class CursorError(FinetuneKitError):
-    "A list was asked to continue `after` an id that is not in it."
-
-# %% ../nbs/api/08_jobs_service.ipynb #659ffada
-class JobStore:
-    "Files, jobs, events and checkpoints in SQLite under `state_dir`; uploaded bytes in `state_dir/files/`."
-    def __init__(self, state_dir: str | Path, create: bool = True):
-        # resolved once, here: a worker runs in its job's folder, where a relative path would name another store
-        self.dir = Path(state_dir).expanduser().resolve()
-        if not create and not (self.dir/"jobs.db").is_file():
-            raise FinetuneKitError(f"no jobs store at {self.dir} (jobs.db is missing)")
-        for d in ("files", "jobs"): (self.dir/d).mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.dir/"jobs.db", timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute(
-                "PRAGMA journal_mode=WAL"
-            )  # readers never block the writer: server and worker share the file
-            self._db.executescript(SCHEMA)
-            if "method" not in {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}:
-                self._db.execute("ALTER TABLE jobs ADD COLUMN method TEXT")  # a store made before DPO jobs
-        self._columns = {
-            t: {r["name"] for r in self._db.execute(f"PRAGMA table_info({t})")}
-            for t in ("files", "jobs", "events", "checkpoints")
-        }
-
-    def query(self, sql: str, *args) -> list[dict]:
-        with self._lock: rows = self._db.execute(sql, args).fetchall()
-        return [
-            {k: json.loads(r[k]) if k in _JSON_COLUMNS and r[k] is not None else r[k] for k in r.keys()} for r in rows
-        ]
-
-    def execute(self, sql: str, *args) -> int:
-        with self._lock: return self._db.execute(sql, args).rowcount
-
-    @contextlib.contextmanager
-    def transaction(self):
-        "The block's changes happen together or not at all (a crash in between leaves none of them)."
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try: yield self
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def insert(self, table: str, row: dict) -> dict:
-        assert set(row) <= self._columns[table], set(row) - self._columns[table]
-        vals = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in row.items()]
-        self.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", *vals)
-        return row
-
-    def get(self, table: str, id: str) -> dict | None:
-        rows = self.query(f"SELECT * FROM {table} WHERE id = ?", id)
-        return rows[0] if rows else None
-
-    def update(self, table: str, id: str, expect: tuple[str, ...] | None = None, **cols) -> bool:
-        "Set `cols` of row `id` (only if its status is in `expect`); whether a row changed."
-        assert set(cols) <= self._columns[table], set(cols) - self._columns[table]
-        sets = ", ".join(f"{k} = ?" for k in cols)
-        vals = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in cols.items()]
-        guard = f" AND status IN ({', '.join('?' * len(expect))})" if expect else ""
-        return self.execute(f"UPDATE {table} SET {sets} WHERE id = ?{guard}", *vals, id, *(expect or ())) > 0
-
-    def page(self, table: str, where: str = "1", args: tuple = (), after: str | None = None, limit: int = 20,
-             newest_first: bool = True) -> tuple[list[dict], bool]:
-        """(rows, has_more): one page of `table` in insertion order (newest first), starting after the row with id
-        `after`."""
-        op, order = ("<", "DESC") if newest_first else (">", "ASC")
-        if after is not None:
-            if not self.query(f"SELECT 1 FROM {table} WHERE id = ? AND {where}", after, *args):
-                raise CursorError(f"unknown cursor: after={after!r} is not an id in this list")
-            where += f" AND rowid {op} (SELECT rowid FROM {table} WHERE id = ?)"
-            args = (*args, after)
-        rows = self.query(f"SELECT * FROM {table} WHERE {where} ORDER BY rowid {order} LIMIT ?", *args, limit + 1)
-        return rows[:limit], len(rows) > limit
-
-    def add_event(
-        self, job_id: str, message: str, level: str = "info", type: str = "message", data: dict | None = None
-    ) -> dict:
-        return self.insert(
-            "events",
-            dict(
-                id=new_id("ftevent"),
-                job_id=job_id,
-                created_at=now(),
-                level=level,
-                type=type,
-                message=message,
-                data=data,
-            ),
-        )
-
-    def file_path(self, file_id: str) -> Path:
-        "Where the bytes of `file_id` live (the id is checked: never a path a client chose)."
-        if not valid_id(file_id, "file"): raise ValueError(f"not a file id: {file_id!r}")
-        return self.dir/"files"/file_id
-
-    def job_dir(self, job_id: str) -> JobDir:
-        if not valid_id(job_id, "ftjob"): raise ValueError(f"not a job id: {job_id!r}")
-        return JobDir(self.dir/"jobs"/job_id)
-
-# %% ../nbs/api/08_jobs_service.ipynb #8fe56cb3
-def file_object(row: dict) -> dict:
-    "An uploaded (or result) file as OpenAI's `file` object."
-    return {
-        "id": row["id"],
-        "object": "file",
-        "bytes": row["bytes"],
-        "created_at": row["created_at"],
-        "filename": row["filename"],
-        "purpose": row["purpose"],
-        "status": row["status"],
-        "status_details": row.get("status_details"),
-        "expires_at": None,
-    }
-
-def event_object(row: dict) -> dict:
-    "A job's event as OpenAI's `fine_tuning.job.event`."
-    return {"id": row["id"], "object": "fine_tuning.job.event", "created_at": row["created_at"], "level": row["level"],
-            "message": row["message"], "data": row["data"] or {}, "type": row["type"]}
-
-def checkpoint_object(row: dict, job: dict, model: str) -> dict:
-    "A checkpoint of `job`, named after the job's fine-tuned `model` name."
-    return {
-        "id": row["id"],
-        "object": "fine_tuning.job.checkpoint",
-        "created_at": row["created_at"],
-        "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{row['step']}",
-        "fine_tuning_job_id": job["id"],
-        "metrics": row["metrics"],
-        "step_number": row["step"],
-    }
-
-def list_object(data: list[dict], has_more: bool) -> dict:
-    "One page of a list, with OpenAI's cursor fields."
-    return {"object": "list", "data": data, "has_more": has_more, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}
-
-# %% ../nbs/api/08_jobs_service.ipynb #7b7b24ef
-_HYPER = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (1e-3, 100)}
-_SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
-METHODS = ("supervised", "dpo")  # OpenAI's method types that run here (reinforcement fine-tuning does not)
-
-def job_method(body: dict) -> str:
-    "The method type a job request asks for: `supervised` (also when it gives no `method`) or `dpo`; else a 400."
-    method = body.get("method")
-    if method is None: return "supervised"
-    if not isinstance(method, dict):
-        raise APIError(400, "method must be an object like {'type': 'supervised', ...} or {'type': 'dpo', ...}",
-                       "method")
-    if method.get("type") not in METHODS:
-        raise APIError(400, f"method type {method.get('type')!r} is not supported: 'supervised' and 'dpo' run locally, "
-                       "reinforcement fine-tuning does not", "method.type")
-    return method["type"]
-
-# %% ../nbs/api/08_jobs_service.ipynb #eb736e62
-def parse_hyperparameters(body: dict) -> dict:
-    """The job's `n_epochs`, `batch_size`, `learning_rate_multiplier` (and a DPO job's `beta`) from `hyperparameters`
-    or `method`; 400s name the param."""
-    legacy, kind = body.get("hyperparameters"), job_method(body)
-    hp, where = legacy or {}, "hyperparameters"
-    if body.get("method") is not None:
-        sub = body["method"].get(kind) or {}
-        if not isinstance(sub, dict): raise APIError(400, f"method.{kind} must be an object", f"method.{kind}")
-        if sub.get("hyperparameters"):
-            if legacy:
-                raise APIError(400, f"give hyperparameters either at the top level or in method.{kind}, not both",
-                               "hyperparameters")
-            hp, where = sub["hyperparameters"], f"method.{kind}.hyperparameters"
-    if legacy and kind == "dpo" and where == "hyperparameters":
-        raise APIError(400, "top-level hyperparameters are for supervised jobs: give a DPO job's in "
-                       "method.dpo.hyperparameters", "hyperparameters")
-    allowed = [*_HYPER, "beta"] if kind == "dpo" else list(_HYPER)
-    if not isinstance(hp, dict): raise APIError(400, f"{where} must be an object", where)
-    if unknown := set(hp) - set(allowed):
-        dpo_only = " (beta is a DPO hyperparameter: method type 'dpo')" if "beta" in unknown else ""
-        raise APIError(
-            400,
-            f"unknown hyperparameter(s): {', '.join(sorted(map(str, unknown)))} (expected {', '.join(allowed)})"
-            + dpo_only,
-            f"{where}.{sorted(map(str, unknown))[0]}",
-        )
-    out = {}
-    for k, (lo, hi) in _HYPER.items():
-        v = hp.get(k, "auto")
-        if v is None: v = "auto"
-        num = float if k == "learning_rate_multiplier" else int
-        ok = v == "auto" or (
-            not isinstance(v, bool)
-            and isinstance(v, (int, float))
-            and (num is float or float(v).is_integer())
-            and lo <= v <= hi
-        )
-        if not ok:
-            raise APIError(
-                400,
-                f"{k} must be 'auto' or {'a number' if num is float else 'an integer'} from {lo} to {hi}, got {v!r}",
-                f"{where}.{k}",
-            )
-        out[k] = v if v == "auto" else num(v)
-    if "beta" in allowed:  # checked by the preference stage's own rule
-        beta = "auto" if hp.get("beta") is None else hp["beta"]
-        try: out["beta"] = resolve_beta(beta)[0] if beta != "auto" else "auto"
-        except ConfigError as e: raise APIError(400, str(e), f"{where}.beta") from None
-    return out
-
-# %% ../nbs/api/08_jobs_service.ipynb #fd513fa6
-def parse_job_request(body, models: list[str]) -> dict:
-    """Check a `POST /v1/fine_tuning/jobs` body; the job's fields (files still to be looked up). `models`: the names a
-    job may fine-tune, base models and this server's `ft:` models (SFT, then DPO on the result)."""
-    if not isinstance(body, dict): raise APIError(400, "the request body must be a JSON object", None)
-    model = body.get("model")
-    if not isinstance(model, str) or model not in models:
-        raise APIError(
-            400,
-            f"model {model!r} is not available for fine-tuning here; available: {', '.join(models)}",
-            "model",
-            "model_not_available",
-        )
-    for k in ("training_file", "validation_file"):
-        v = body.get(k)
-        if (v is not None or k == "training_file") and not isinstance(v, str):
-            raise APIError(400, f"{k} must be the id of an uploaded file, got {v!r}", k)
-    suffix, seed, meta = body.get("suffix"), body.get("seed"), body.get("metadata")
-    if suffix is not None and not (isinstance(suffix, str) and _SUFFIX.fullmatch(suffix)):
-        raise APIError(400, f"suffix must be 1 to 64 letters, digits, '-' or '_', got {suffix!r}", "suffix")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
-        raise APIError(400, f"seed must be an integer from 0 to 2147483647, got {seed!r}", "seed")
-    if meta is not None and not (isinstance(meta, dict) and len(meta) <= 16 and all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in meta.items())):
-        raise APIError(400, "metadata: at most 16 pairs of strings, keys of at most 64 characters and values of at "
-                       "most 512 (OpenAI's limits)", "metadata")
-    if body.get("integrations"):
-        raise APIError(
-            400, "integrations (e.g. Weights & Biases) are not supported by the local server", "integrations"
-        )
-    return dict(
-        model=model,
-        training_file=body["training_file"],
-        validation_file=body.get("validation_file"),
-        suffix=suffix,
-        seed=secrets.randbelow(2**31) if seed is None else seed,
-        metadata=meta,
-        hyperparameters=parse_hyperparameters(body),
-        method=job_method(body),
-    )
-
-# %% ../nbs/api/08_jobs_service.ipynb #1d0c270e
-_MULTIPART_SLACK = 4 * 2**10  # multipart boundaries, part headers and the purpose field on top of the file itself
-
-async def read_upload(request: Request, max_bytes: int):
-    "The multipart form of `request`; a 413 as soon as more than `max_bytes` (plus headers) arrived."
-    from starlette.formparsers import MultiPartException, MultiPartParser
-    limit = max_bytes + _MULTIPART_SLACK
-    too_big = APIError(413, f"upload too large: the limit is {max_bytes:,} bytes", "file", "file_too_large")
-    if int(request.headers.get("content-length") or 0) > limit: raise too_big
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise APIError(400, "upload the file as multipart/form-data with the fields 'file' and 'purpose'", "file")
-    seen = 0
-    async def capped():
-        nonlocal seen
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > limit: raise too_big
-            yield chunk
-    try: return await MultiPartParser(request.headers, capped(), max_files=1, max_fields=8).parse()
-    except MultiPartException as e: raise APIError(400, f"malformed multipart upload: {e.message}", "file") from None
-
-def _count_pairs(path: Path) -> int:
-    "The preference pairs in `path`, read in one streaming pass; a `DataError` with every problem."
-    log = ProblemLog()
-    n = sum(1 for _ in iter_pairs(path, log))
-    if log.n_errors: raise DataError(log.problems, log=log)
-    if not n: raise DataError.about(path, "no preference pairs: the file is empty")
-    return n
-
-def check_training_file(path: Path, filename: str) -> int:
-    """The number of examples (or preference pairs) in an uploaded JSONL file; `APIError` 400 with every problem
-    located by `filename`, line and field."""
-    # one streaming pass, as `finetune-kit data prepare` reads: memory stays flat however large the file
-    try:
-        if data_kind(path) == "preference": return _count_pairs(path)
-        return prepare_data(path, None, strict=True, clean=None, dedup=False).read
-    except DataError as e:
-        raise APIError(
-            400, f"invalid training file {filename}: " + str(e).replace(str(path), filename), "file", "invalid_file"
-        ) from None
-
-# %% ../nbs/api/08_jobs_service.ipynb #87e71b47
-def _metrics(logs: dict) -> dict:
-    "OpenAI's metric names for one Trainer log (absent ones left out)."
-    names = {
-        "loss": "train_loss",
-        "token_accuracy": "train_mean_token_accuracy",
-        "mean_token_accuracy": "train_mean_token_accuracy",
-        "eval_loss": "valid_loss",
-        "eval_token_accuracy": "valid_mean_token_accuracy",
-        "rewards/accuracies": "train_reward_accuracy",  # DPO: how often the preferred answer gains more
-        "eval_rewards/accuracies": "valid_reward_accuracy",
-    }
-    return {new: float(logs[old]) for old, new in names.items() if isinstance(logs.get(old), (int, float))}
-
-class JobEvents(TrainerCallback):
-    "Writes a job's metrics events, checkpoints and estimated finish into the store as the Trainer logs and saves."
-    def __init__(self, store: JobStore, job_id: str):
-        self.store, self.job_id, self.last = store, job_id, {}
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.t0, self.step0 = time.time(), state.global_step
-        self.store.add_event(
-            self.job_id,
-            f"Training started: {state.max_steps} steps"
-            + (f", from step {state.global_step}" if state.global_step else ""),
-        )
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        m = _metrics(logs or {})
-        if not m or not state.is_world_process_zero: return
-        self.last.update(m)
-        data = {"step": state.global_step, "total_steps": state.max_steps, **m}
-        if "valid_loss" in m: msg = f"Step {state.global_step}/{state.max_steps}: validation loss={m['valid_loss']:.4f}"
-        else: msg = f"Step {state.global_step}/{state.max_steps}: training loss={m.get('train_loss', float('nan')):.4f}"
-        self.store.add_event(self.job_id, msg, type="metrics", data=data)
-        done = state.global_step - self.step0
-        if done > 0:
-            eta = self.t0 + (time.time() - self.t0) / done * (state.max_steps - self.step0)
-            self.store.update("jobs", self.job_id, estimated_finish=int(eta))
-
-    def on_save(self, args, state, control, **kw):
-        if not state.is_world_process_zero: return
-        step, m = state.global_step, self.last
-        metrics = {
-            "step": float(step),
-            **m,
-            **({"full_valid_loss": m["valid_loss"]} if "valid_loss" in m else {}),
-            **(
-                {"full_valid_mean_token_accuracy": m["valid_mean_token_accuracy"]}
-                if "valid_mean_token_accuracy" in m
-                else {}
-            ),
-        }
-        self.store.insert(
-            "checkpoints", dict(id=new_id("ftckpt"), job_id=self.job_id, created_at=now(), step=step, metrics=metrics)
-        )
-        sync_checkpoints(self.store, self.job_id, Path(args.output_dir).parent)
-        self.store.add_event(self.job_id, f"Checkpoint created at step {step}")
-
-# %% ../nbs/api/08_jobs_service.ipynb #cdb228a3
-def sync_checkpoints(store: JobStore, job_id: str, run_dir: Path) -> None:
-    "Forget checkpoint rows whose folder the Trainer rotated away (or that a resume discarded)."
-    on_disk = {checkpoint_step(p) for p in RunDir(run_dir).done_checkpoints()}
-    for r in store.query("SELECT id, step FROM checkpoints WHERE job_id = ?", job_id):
-        if r["step"] not in on_disk: store.execute("DELETE FROM checkpoints WHERE id = ?", r["id"])
-
-# %% ../nbs/api/08_jobs_service.ipynb #3bdcbecb
-def _die_with_parent(parent: int) -> None:
-    "Exit when the server process `parent` dies, so a worker never trains on as an orphan."
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        # the kernel signals us when the *thread* that forked us exits: that is the scheduler thread, alive as long as
-        # the service
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    def watch():
-        while os.getppid() == parent: time.sleep(1)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent: os._exit(1)  # the parent died before prctl took effect
-
-def _error(e: BaseException, job: dict, store: JobStore) -> dict:
-    "The job's `error` object for an exception raised while training."
-    msg = str(e)
-    for k in ("training_file", "validation_file"):  # server paths out, the uploaded file names in
-        if job.get(k) and (f := store.get("files", job[k])):
-            msg = msg.replace(str(store.file_path(job[k])), f["filename"])
-    if isinstance(e, DataError):
-        msg = scrub_paths(msg)
-        which = (
-            "validation_file"
-            if job.get("validation_file") and any(job["validation_file"] in p.file for p in e.problems)
-            else "training_file"
-        )
-        return {"code": f"invalid_{which}", "message": msg, "param": which}
-    if isinstance(e, ModelError): return {"code": "invalid_model", "message": scrub_paths(msg), "param": "model"}
-    if isinstance(e, ConfigError):
-        return {"code": "invalid_hyperparameters", "message": scrub_paths(msg), "param": "hyperparameters"}
-    msg = scrub_paths(msg)
-    if isinstance(e, FinetuneKitError): return {"code": "training_error", "message": msg, "param": None}
-    # the traceback is in the job's worker.log; the server logs where, under the id the message quotes
-    iid = incident(f"job {job['id']}: {type(e).__name__}: {e}", f"traceback in {store.job_dir(job['id']).log}")
-    return {
-        "code": "internal_error",
-        "param": None,
-        "message": f"training failed with an internal error (id {iid}); the server log has the details under that id",
-    }
-
-
-def _job_model(store: JobStore, job: dict, jdir: JobDir) -> str:
-    "The model a job trains: its base model's name, or for an `ft:` model the merged weights of the job that made it."
-    model = job["model"]
-    if not model.startswith("ft:"): return model
-    out = jdir.base
-    if (out/"config.json").is_file(): return str(out)  # merged by an earlier attempt (saved whole, or not at all)
-    made = store.query("SELECT id FROM jobs WHERE fine_tuned_model = ? AND status = 'succeeded'", model)
-    if not made: raise ModelError(f"model {model!r}: no succeeded job of this server made it")
-    from finetune_kit.deploy import merge_and_save
-    shutil.rmtree(out, ignore_errors=True)
-    # the adapter merged into its base: the new job's reference model is the fine-tuned one, as DPO wants after SFT
-    try: merge_and_save(store.job_dir(made[0]["id"]).run, out)
-    except FinetuneKitError as e: raise ModelError(f"model {model!r}: {e}") from None
-    return str(out)
-
-# %% ../nbs/api/08_jobs_service.ipynb #bcbfbe60
-def run_worker(state_dir: str | Path, job_id: str) -> int:
-    "Train job `job_id` (or resume it from its newest complete checkpoint); write `outcome.json`; the exit status."
-    from finetune_kit.preference import resume_preference, train_preference
-    from finetune_kit.train import resume_run, train
-    jdir = JobDir(Path(state_dir).expanduser().resolve()/"jobs"/job_id)
-    try: store = JobStore(state_dir, create=False)  # never a new, empty store: the job would not be in it
-    except FinetuneKitError as e: return _write_outcome(jdir, _lost(job_id, str(e)))
-    job = store.get("jobs", job_id)
-    if job is None: return _write_outcome(jdir, _lost(job_id, f"job {job_id} is not in the store at {store.dir}"))
-    run_dir, events, dpo = jdir.run, JobEvents(store, job_id), job.get("method") == "dpo"
-    run = RunDir(run_dir)
-    try:
-        if run.summary.is_file(): pass  # trained to the end by an attempt stopped before its outcome
-        elif run.is_run and run.latest_checkpoint():
-            sync_checkpoints(store, job_id, run_dir)
-            (resume_preference if dpo else resume_run)(run_dir, callbacks=[events])
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that died before its first checkpoint: start over
-            val = job["validation_file"]
-            cfg = FinetuneConfig(
-                **{**job["config"], "model": _job_model(store, job, jdir)},
-                data=str(store.file_path(job["training_file"])),
-                runs_dir=str(jdir.path),
-                run_name=jdir.run.name,
-                validation_data=str(store.file_path(val)) if val else None,
-            )
-            if dpo: train_preference(cfg, beta=job["hyperparameters"]["beta"], callbacks=[events])
-            else: train(cfg, callbacks=[events])
-        outcome = {"ok": True}
-    except Exception as e:
-        traceback.print_exc()
-        outcome = {"ok": False, "error": _error(e, job, store)}
-    return _write_outcome(jdir, outcome)
-
-def _lost(job_id: str, why: str) -> dict:
-    "The outcome of a worker that cannot find its job: a clean failure, the details in the server log."
-    msg = internal_error_message("starting the training process", f"job {job_id}: {why}")
-    return {"ok": False, "error": {"code": "internal_error", "message": msg, "param": None}}
-
-def _write_outcome(jdir: JobDir, outcome: dict) -> int:
-    "Write `outcome.json` in the job's folder (the one place it is written); the worker's exit status."
-    with atomic_open(jdir.outcome) as f: json.dump(outcome, f)
-    return 0 if outcome["ok"] else 1
-
-# %% ../nbs/api/08_jobs_service.ipynb #1c52cfe9
-RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-
-def result_csv(run_dir: str | Path) -> str:
-    "The step metrics of a run as OpenAI's result CSV."
-    rows = {}
-    for r in read_metrics(run_dir):
-        m = _metrics(r)
-        if m: rows.setdefault(r["step"], {}).update(m)
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(RESULT_COLUMNS)
-    for step, m in sorted(rows.items()):
-        vals = [
-            m.get("train_loss"),
-            m.get("train_mean_token_accuracy"),
-            m.get("valid_loss"),
-            m.get("valid_mean_token_accuracy"),
-        ]
-        w.writerow([step] + ["" if v is None else f"{v:.6g}" for v in vals])
-    return out.getvalue()
-
-def trained_tokens(run_dir: str | Path) -> int | None:
-    "Tokens the run processed: the training split's tokens times the epochs it completed (OpenAI's billing unit)."
-    rep, m = RunDir(run_dir).data_report, read_metrics(run_dir)
-    if not rep.is_file() or not m: return None
-    return round(json.loads(rep.read_text())["train"]["tokens"] * max(r.get("epoch") or 0 for r in m))
+__all__ = ['JobServiceBase', 'jobs_router', 'jobs_app']
 
 # %% ../nbs/api/08_jobs_service.ipynb #4bf09fce
 def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -593,17 +63,6 @@ def _lock_folder(state_dir: Path):
     f.write(str(os.getpid()))
     f.flush()
     return f
-
-def _outcome(jdir: JobDir) -> dict | None:
-    "What the job's worker wrote when it ended (`outcome.json`: ok, or the error), None if it did not get that far."
-    p = jdir.outcome
-    return json.loads(p.read_text()) if p.is_file() else None
-
-def _resume_step(jdir: JobDir) -> int | None:
-    "The step a job's next attempt resumes from: its newest complete checkpoint's; None to start over."
-    run = RunDir(jdir.run)
-    ckpt = run.latest_checkpoint() if run.is_run else None
-    return checkpoint_step(ckpt) if ckpt else None
 
 # %% ../nbs/api/08_jobs_service.ipynb #cafc7b65
 class JobServiceBase:
@@ -648,68 +107,76 @@ class JobServiceBase:
         if self._router is None: self._router = jobs_router(self)
         return self._router
 
-    def start(self) -> None:
-        "Sweep what a crash left, recover jobs a dead server left running, serve succeeded jobs' models, schedule."
-        if self._folder_lock is None: self._folder_lock = _lock_folder(self.store.dir)
-        self.sweep()
-        for job in self.store.query("SELECT * FROM jobs WHERE status = 'running'"):
-            self._guarded(self._recover, job["id"], job)
-        for job in self.store.query("SELECT * FROM jobs WHERE status = 'succeeded' AND fine_tuned_model IS NOT NULL"):
-            self._serve(job)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="finetune-kit-jobs", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        "Stop the scheduler and the workers; their jobs go back to the queue and resume on the next start."
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join()
-            self._thread = None
-        with self._lock:
-            for jid, proc in list(self._procs.items()):
-                _terminate(proc, self.grace_seconds)
-                if _outcome(self.store.job_dir(jid)):  # it ended (outcome written) before the signal: record it
-                    self._guarded(self._finish, jid, jid, proc.returncode)
-                elif self.store.update("jobs", jid, expect=("running",), status="queued", pid=None,
-                                       estimated_finish=None):
-                    self.store.add_event(jid, "The server stopped while the job was running; it resumes when the "
-                                         "server starts again", "warn")
-            self._procs.clear()
-        if self._folder_lock:
-            self._folder_lock.close()
-            self._folder_lock = None
+# %% ../nbs/api/08_jobs_service.ipynb #3f30b51b
+@patch
+def start(self: JobServiceBase) -> None:
+    "Sweep what a crash left, recover jobs a dead server left running, serve succeeded jobs' models, schedule."
+    if self._folder_lock is None: self._folder_lock = _lock_folder(self.store.dir)
+    self.sweep()
+    for job in self.store.query("SELECT * FROM jobs WHERE status = 'running'"):
+        self._guarded(self._recover, job["id"], job)
+    for job in self.store.query("SELECT * FROM jobs WHERE status = 'succeeded' AND fine_tuned_model IS NOT NULL"):
+        self._serve(job)
+    self._stop.clear()
+    self._thread = threading.Thread(target=self._loop, name="finetune-kit-jobs", daemon=True)
+    self._thread.start()
 
-    def _loop(self):
-        while not self._stop.is_set():
-            try: self._tick()
-            except Exception: traceback.print_exc()  # a bad row must not stop the scheduler for every other job
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
+@patch
+def stop(self: JobServiceBase) -> None:
+    "Stop the scheduler and the workers; their jobs go back to the queue and resume on the next start."
+    self._stop.set()
+    self._wake.set()
+    if self._thread:
+        self._thread.join()
+        self._thread = None
+    with self._lock:
+        for jid, proc in list(self._procs.items()):
+            _terminate(proc, self.grace_seconds)
+            if read_outcome(self.store.job_dir(jid)):  # it ended (outcome written) before the signal: record it
+                self._guarded(self._finish, jid, jid, proc.returncode)
+            elif self.store.update("jobs", jid, expect=("running",), status="queued", pid=None,
+                                   estimated_finish=None):
+                self.store.add_event(jid, "The server stopped while the job was running; it resumes when the "
+                                     "server starts again", "warn")
+        self._procs.clear()
+    if self._folder_lock:
+        self._folder_lock.close()
+        self._folder_lock = None
 
-    def _tick(self):
-        with self._lock:
-            for jid, proc in list(self._procs.items()):
-                if proc.poll() is not None:
-                    del self._procs[jid]
-                    self._guarded(self._finish, jid, jid, proc.returncode)
-        for job in self.store.query("SELECT * FROM jobs WHERE status = 'validating_files' ORDER BY rowid"):
-            self._validate(job)
-        with self._lock:
-            while len(self._procs) < self.max_concurrent_jobs and not self._stop.is_set():
-                queued = self.store.query("SELECT * FROM jobs WHERE status = 'queued' ORDER BY rowid LIMIT 1")
-                if not queued: break
-                self._guarded(self._launch, queued[0]["id"], queued[0])
+# %% ../nbs/api/08_jobs_service.ipynb #6d873ef0
+@patch
+def _loop(self: JobServiceBase):
+    while not self._stop.is_set():
+        try: self._tick()
+        except Exception: traceback.print_exc()  # a bad row must not stop the scheduler for every other job
+        self._wake.wait(self.poll_seconds)
+        self._wake.clear()
 
-    def _guarded(self, step, job_id: str, *args) -> None:
-        "Run a scheduler step for one job; if it breaks, the job fails with the reason instead of staying `running`."
-        try: step(*args)
-        except Exception as e:
-            traceback.print_exc()
-            summary = f"job {job_id}: {type(e).__name__}: {e}"
-            msg = internal_error_message("the job's scheduler step", summary, traceback.format_exc())
-            self._fail(job_id, {"code": "internal_error", "message": msg, "param": None})
+@patch
+def _tick(self: JobServiceBase):
+    with self._lock:
+        for jid, proc in list(self._procs.items()):
+            if proc.poll() is not None:
+                del self._procs[jid]
+                self._guarded(self._finish, jid, jid, proc.returncode)
+    for job in self.store.query("SELECT * FROM jobs WHERE status = 'validating_files' ORDER BY rowid"):
+        self._validate(job)
+    with self._lock:
+        while len(self._procs) < self.max_concurrent_jobs and not self._stop.is_set():
+            queued = self.store.query("SELECT * FROM jobs WHERE status = 'queued' ORDER BY rowid LIMIT 1")
+            if not queued: break
+            self._guarded(self._launch, queued[0]["id"], queued[0])
+
+@patch
+def _guarded(self: JobServiceBase, step, job_id: str, *args) -> None:
+    "Run a scheduler step for one job; if it breaks, the job fails with the reason instead of staying `running`."
+    try: step(*args)
+    except Exception as e:
+        traceback.print_exc()
+        summary = f"job {job_id}: {type(e).__name__}: {e}"
+        msg = internal_error_message("the job's scheduler step", summary, traceback.format_exc())
+        self._fail(job_id, {"code": "internal_error", "message": msg, "param": None})
 
 # %% ../nbs/api/08_jobs_service.ipynb #07a7235c
 @patch
@@ -763,20 +230,20 @@ def _launch(self: JobServiceBase, job: dict) -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}
     with open(jdir.log, "ab") as log:
         log.write(f"--- attempt {attempt} at {time.ctime()}\n".encode())
-        cmd = [sys.executable, "-m", "finetune_kit.jobs_service", "worker", str(self.store.dir), jid,
+        cmd = [sys.executable, "-m", "finetune_kit.job_worker", "worker", str(self.store.dir), jid,
                "--parent", str(os.getpid())]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=jdir.path,
                                 env=env, start_new_session=True)
     self._procs[jid] = proc
     self.store.update("jobs", jid, pid=proc.pid)
-    step = _resume_step(jdir)
+    step = resume_step(jdir)
     self.store.add_event(jid, f"Fine-tuning job resumed from step {step}" if step else "Fine-tuning job started")
 
 @patch
 def _requeue(self: JobServiceBase, job: dict, why: str) -> bool:
     "Queue a job whose attempt was interrupted (`why`), to resume; False if it used up its `max_attempts`."
     if (job["attempts"] or 0) >= self.max_attempts: return False
-    step = _resume_step(self.store.job_dir(job["id"]))
+    step = resume_step(self.store.job_dir(job["id"]))
     if self.store.update("jobs", job["id"], expect=("running",), status="queued", pid=None, estimated_finish=None):
         then = f"resuming from the checkpoint at step {step}" if step else "no complete checkpoint yet: starting over"
         self.store.add_event(job["id"], f"{why}; {then}", "warn")
@@ -787,11 +254,11 @@ def _requeue(self: JobServiceBase, job: dict, why: str) -> bool:
 def _finish(self: JobServiceBase, job_id: str, returncode: int) -> None:
     "Record the outcome of a worker that exited: success, its error, or (killed with a checkpoint) a resume."
     jdir = self.store.job_dir(job_id)
-    if out := _outcome(jdir):
+    if out := read_outcome(jdir):
         return self._succeed(job_id) if out["ok"] else self._fail(job_id, out["error"], ("running",))
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
     job = self.store.get("jobs", job_id)
-    if _resume_step(jdir) is not None and self._requeue(job, f"The training process stopped ({how})"): return
+    if resume_step(jdir) is not None and self._requeue(job, f"The training process stopped ({how})"): return
     iid = incident(f"job {job_id}: the training process stopped ({how})", _log_tail(jdir.log))
     msg = f"the training process stopped ({how}) (id {iid}); the server log has the details under that id"
     self._fail(job_id, {"code": "worker_crashed", "message": msg, "param": None}, expect=("running",))
@@ -856,7 +323,8 @@ def _recover(self: JobServiceBase, job: dict) -> None:
             p.wait(10)
     except (psutil.Error, OSError):
         pass
-    if out := _outcome(jdir): return self._succeed(jid) if out["ok"] else self._fail(jid, out["error"], ("running",))
+    if out := read_outcome(jdir):
+        return self._succeed(jid) if out["ok"] else self._fail(jid, out["error"], ("running",))
     if not self._requeue(job, "The server stopped while the job was running"):
         msg = f"the server stopped {job['attempts']} times while this job was running; giving up"
         self._fail(jid, {"code": "server_restart", "param": None, "message": msg}, expect=("running",))
@@ -992,7 +460,7 @@ async def upload(self: JobServiceBase, request: Request) -> dict:
         if upload.size is not None and total + upload.size > self.max_file_bytes:
             raise _quota(f"{total:,} bytes of files are stored", f"{self.max_file_bytes:,} bytes")
         fid = new_id("file")
-        filename = Path(upload.filename or "upload.jsonl").name[:255]  # shown, never used as a path
+        filename = display_name(upload.filename)  # shown (escaped), never used as a path
         part = self.store.dir/"files"/f".{fid}.part"
         try:
             with open(part, "wb") as out: await run_in_threadpool(shutil.copyfileobj, upload.file, out)
@@ -1024,16 +492,19 @@ def create_job(self: JobServiceBase, body) -> dict:
     self._wake.set()
     return self.store.get("jobs", job["id"])
 
-# %% ../nbs/api/08_jobs_service.ipynb #223cb812
-def jobs_router(svc: JobServiceBase) -> APIRouter:
-    "OpenAI's files and fine-tuning jobs routes (and the deletion of fine-tuned models) over `svc`."
-    r = APIRouter(prefix="/v1")
+# %% ../nbs/api/08_jobs_service.ipynb #b7d32a0f
+def _pager(svc: JobServiceBase):
+    "`page(table, where, args, after, limit, hi)` over `svc`'s store: a 400 for a limit out of range or a bad cursor."
     def page(table: str, where: str = "1", args: tuple = (), after: str | None = None, limit: int = 20, hi: int = 100,
              **kw) -> tuple[list[dict], bool]:
         if not 1 <= limit <= hi: raise APIError(400, f"limit must be from 1 to {hi}, got {limit}", "limit")
         try: return svc.store.page(table, where, args, after, limit, **kw)
         except CursorError as e: raise APIError(400, str(e), "after", "invalid_cursor") from None
+    return page
 
+def _file_routes(r: APIRouter, svc: JobServiceBase) -> None:
+    "OpenAI's `/files` routes over `svc`, added to `r`."
+    page = _pager(svc)
     @r.post("/files")
     async def create_file(request: Request): return file_object(await svc.upload(request))
 
@@ -1055,10 +526,20 @@ def jobs_router(svc: JobServiceBase) -> APIRouter:
     @r.delete("/files/{file_id}")
     def delete_file(file_id: str): return svc.delete_file(file_id)
 
+# %% ../nbs/api/08_jobs_service.ipynb #223cb812
+def jobs_router(svc: JobServiceBase) -> APIRouter:
+    "OpenAI's files and fine-tuning jobs routes (and the deletion of fine-tuned models) over `svc`."
+    r = APIRouter(prefix="/v1")
+    _file_routes(r, svc)
+    page = _pager(svc)
+
     @r.post("/fine_tuning/jobs")
     async def create_job(request: Request):
         try: body = await request.json()
-        except ValueError: raise APIError(400, "the request body is not valid JSON", None) from None
+        except ValueError: raise APIError(400, "the request body is not valid JSON", None, "invalid_json") from None
+        except RecursionError:  # Python's JSON parser gives up on deep nesting: the client's doing, not ours
+            raise APIError(400, "the request body is nested too deeply to be a job request", None,
+                           "invalid_json") from None
         return svc.job_object(await run_in_threadpool(svc.create_job, body))
 
     @r.get("/fine_tuning/jobs")
@@ -1095,20 +576,3 @@ def jobs_app(service: JobServiceBase, **app_kw) -> FastAPI:
     "`create_app` with `service` mounted, serving its `ft:` models from its registry (a new one if it has none)."
     if service.registry is None: service.registry = ModelRegistry()
     return create_app(service.registry, services=[service], **app_kw)
-
-# %% ../nbs/api/08_jobs_service.ipynb #1ab83f15
-def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m finetune_kit.jobs_service", description="finetune_kit's job worker (started by the server)"
-    )
-    sub = p.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("worker", help="train one job")
-    w.add_argument("state_dir")
-    w.add_argument("job_id")
-    w.add_argument("--parent", type=int, default=None)
-    a = p.parse_args(argv)
-    if a.parent: _die_with_parent(a.parent)
-    return run_worker(a.state_dir, a.job_id)
-
-if __name__ == "__main__" and "IPython" not in sys.modules:
-    sys.exit(_main())

@@ -6,747 +6,26 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/server.html.md"""
 
 # %% ../nbs/api/04_server.ipynb #30af488b
 from __future__ import annotations
-import asyncio, ipaddress, logging, os, re, secrets, socket, threading, time, uuid
-from collections import OrderedDict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from contextlib import asynccontextmanager, contextmanager, nullcontext
-from pathlib import Path
-from typing import Any, Literal
+import asyncio, hashlib, ipaddress, os, re, secrets, socket, threading, time, uuid
+from contextlib import asynccontextmanager
+from typing import Literal
 
 import torch
 from fastapi import APIRouter, FastAPI, Request
-from fastcore.basics import patch
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import (DynamicCache, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList,
-                          TemperatureLogitsWarper, TopPLogitsWarper)
-from transformers.cache_utils import DynamicLayer
-from transformers.generation.streamers import BaseStreamer
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .core import FinetuneKitError, library_quiet
-from .model import load_model, load_tokenizer
-from .model_sources import resolve_model
-from .runs import RunDir, RunError, run_base_model
-from .scoring import common_prefix, join_caches, left_pad_join, prefill_inputs
+from . import __version__
+from .api_errors import APIError, error_response, install_error_handlers
+from .core import FinetuneKitError
+from .engine import queue_reply
+from .registry import ModelRegistry, parse_sources
 
 # %% auto #0
-__all__ = ['log', 'PREFIX_MIN_TOKENS', 'PREFIX_HISTORY', 'MAX_STOPS', 'MAX_STOP_CHARS', 'UVICORN_LIMITS', 'APIError',
-           'scrub_paths', 'incident', 'internal_error_message', 'error_response', 'install_error_handlers',
-           'source_name', 'parse_sources', 'source_weights', 'ModelRegistry', 'context_length', 'render_chat',
-           'generate_reply', 'ChatRequest', 'chat_router', 'host_name', 'is_loopback', 'host_allowed',
-           'default_allowed_hosts', 'create_app', 'build_app', 'serve', 'ServerThread']
-
-# %% ../nbs/api/04_server.ipynb #119e8012
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          409: "conflict_error", 413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
-
-class APIError(FinetuneKitError):
-    "An error answered to the client as an OpenAI-shaped JSON body with HTTP `status`."
-
-    def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None, type: str | None = None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.type = type or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-log = logging.getLogger("finetune_kit.server")
-_ABS_PATH = re.compile(r"(?<![\w.~:/-])(?:[A-Za-z]:\\|~?/)[^\s'\"():,;]*")
-
-def scrub_paths(message: str) -> str:
-    "`message` with every absolute path on the server replaced: a client learns nothing of the server's file system."
-    return _ABS_PATH.sub("<server path>", message)
-
-def incident(summary: str, detail: str = "") -> str:
-    """Log `summary` and `detail` (a traceback, paths) to the server log under a new id; the id, for the client's
-    message."""
-    iid = "err_" + secrets.token_hex(6)
-    log.error("%s: %s%s", iid, summary, "\n" + detail if detail else "")
-    return iid
-
-def internal_error_message(what: str, summary: str, detail: str = "") -> str:
-    """A client-safe message for an unexpected failure: what failed and the incident id; the details go to the server
-    log."""
-    iid = incident(summary, detail)
-    return f"{what} failed with an internal error (id {iid}); the server log has the details under that id"
-
-
-def error_response(
-    status: int, message: str, param: str | None = None, code: str | None = None, type: str | None = None
-) -> JSONResponse:
-    "A JSONResponse with OpenAI's error body."
-    e = APIError(status, message, param, code, type)
-    return JSONResponse(e.body(), status_code=status)
-
-# %% ../nbs/api/04_server.ipynb #d052ede2
-def install_error_handlers(app: FastAPI) -> FastAPI:
-    "Answer `APIError`, request validation errors, unknown routes and unexpected exceptions with OpenAI-shaped bodies."
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
-    from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError): return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        errs = exc.errors()
-        first = errs[0] if errs else {}
-        if first.get("type") == "json_invalid":
-            return error_response(
-                400,
-                f"The request body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')} "
-                f"at character {first.get('loc', ('', '?'))[-1]}",
-                None,
-                "invalid_json",
-            )
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
-        msg = "; ".join(
-            f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs[:5]
-        )
-        return error_response(400, msg or "invalid request", param, "invalid_request")
-
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
-        if exc.status_code == 413:
-            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-            return error_response(
-                413,
-                f"The request body is too large: the limit is {limit:,} bytes." if limit else str(exc.detail),
-                code="request_too_large",
-            )
-        return error_response(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception):
-        import traceback
-        tb = "".join(traceback.format_exception(exc))
-        msg = internal_error_message(f"{request.method} {request.url.path}", f"{type(exc).__name__}: {exc}", tb)
-        return error_response(500, msg, type="server_error")
-    return app
-
-# %% ../nbs/api/04_server.ipynb #35e0fa8d
-_NAME = re.compile(r"[A-Za-z0-9][\w.:/-]{0,127}")
-
-def source_name(source: str | Path) -> str:
-    "The default served name of a source: the run or model folder's name, or the alias (or Hub id) itself."
-    p, s = Path(source).expanduser(), str(source)
-    is_path = p.exists() or ("/" in s or "\\" in s) and not re.fullmatch(r"[\w.-]+/[\w.-]+", s)  # owner/name: Hub
-    return (p.resolve() if p.exists() else p).name if is_path else s
-
-def parse_sources(specs: list[str]) -> dict[str, str]:
-    "`['runs/a', 'b=runs/x', 'smollm2-135m']` as {name: source}; names must be unique."
-    out = {}
-    for s in specs:
-        name, eq, path = s.partition("=")
-        if not (eq and _NAME.fullmatch(name) and not Path(s).exists()): name, path = source_name(s), s
-        if not _NAME.fullmatch(name):
-            raise FinetuneKitError(f"{s!r}: served name {name!r} must be letters, digits, '.', '_', ':', '/' or '-'; "
-                                   "name it with NAME=PATH")
-        if name in out:
-            raise FinetuneKitError(f"two models are served as {name!r} ({out[name]} and {path}); name them NAME=PATH")
-        out[name] = path
-    return out
-
-def source_weights(source: str | Path) -> tuple[Path, Path | None, Path]:
-    "(weights folder, adapter folder or None, tokenizer folder) of a run folder, a model folder or an alias."
-    p = Path(source)
-    if (run := RunDir(p)).is_run:
-        if (run.adapter/"adapter_config.json").is_file(): return run_base_model(p), run.adapter, run.adapter
-        if (run.model/"config.json").is_file(): return run.model, None, run.model
-        raise RunError(f"{p} has no trained weights: the run did not finish")
-    path = resolve_model(str(source))
-    return path, None, path
-
-# %% ../nbs/api/04_server.ipynb #af0271a5
-class _Weights:
-    "One set of weights in memory: a model, or a base shared by the LoRA adapters trained on it."
-    def __init__(self, folder: Path):
-        self.folder, self.model = folder, None
-        self.adapters: OrderedDict[str, str] = OrderedDict()  # served name -> PEFT adapter name, least recent first
-        self.lock = threading.Lock()  # held while loading or generating: one request (or one batch) at a time
-        self.scheduler = None  # with batching on: the `_Scheduler` generating on these weights
-
-    def forget_adapter(self, aid: str):
-        "Delete PEFT adapter `aid` from the model, and the prefixes cached with it."
-        self.model.delete_adapter(aid)
-        if self.scheduler: self.scheduler.prefixes.forget(aid)
-
-    def unload(self):
-        "Let the model, its adapters and its cached prefixes go."
-        self.model, self.adapters = None, OrderedDict()
-        if self.scheduler: self.scheduler.prefixes.clear()
-
-class _Served:
-    "One served name: its source and, once used, its tokenizer, weights and adapter folder."
-    def __init__(self, name: str, source: str, max_queue: int):
-        self.name, self.source, self.created = name, str(source), int(time.time())
-        self.tok = self.weights = self.adapter_dir = None
-        self.slots = threading.BoundedSemaphore(max_queue)  # requests waiting or running on this name
-
-# %% ../nbs/api/04_server.ipynb #9b4fb58e
-class ModelRegistry:
-    "Models served by name, loaded on first use; LoRA runs share one copy of their base; memory stays bounded."
-    def __init__(self, device: str = "auto",
-                 max_queue: int = 64,  # requests waiting or running per name; more get a 429
-                 max_models: int = 2,  # sets of weights (bases, full models) in memory; the least recent goes
-                 max_adapters: int = 8,  # adapters loaded per base; the least recent goes
-                 max_generations: int = 2,  # requests (or, batching, batches) generating at once, across all models
-                 batching: bool = True,  # generate concurrent requests to one model together (continuous batching)
-                 max_batch: int = 16,  # requests generated together in one batch, with batching on
-                 batch_wait_ms: float = 50,  # with batching, how long an empty batch waits for more requests to join
-                 prefix_cache_mb: float = 128):  # with batching, KV of shared prompt prefixes kept per model; 0: none
-        self.device, self.max_queue, self.max_models, self.max_adapters = device, max_queue, max_models, max_adapters
-        self.batching, self.max_batch, self.batch_wait_ms = batching, max_batch, batch_wait_ms
-        self.prefix_bytes = int(prefix_cache_mb * 2**20)
-        self._models: dict[str, _Served] = {}
-        self._weights: OrderedDict[str, _Weights] = OrderedDict()  # by folder, least recently used first
-        self._lock = threading.RLock()
-        self._adapter_ids = iter(range(1, 1 << 62))  # PEFT adapter names may not hold the dots of model names
-        self.pool = ThreadPoolExecutor(max_generations, thread_name_prefix="generate")
-
-    def add(self, name: str, source) -> None:
-        "Serve `source` (run folder, model folder or alias) as `name`, replacing any model of that name."
-        if not _NAME.fullmatch(name):
-            raise FinetuneKitError(f"model name {name!r}: use letters, digits, '.', '_', ':', '/' or '-'")
-        self.remove(name)
-        with self._lock: self._models[name] = _Served(name, source, self.max_queue)
-
-    def remove(self, name: str) -> None:
-        "Stop serving `name` and unload its adapter (no error if it is not served); queued requests still finish."
-        with self._lock: e = self._models.pop(name, None)
-        w = e and e.weights
-        if w and name in w.adapters:
-            with w.lock:
-                if w.model is not None and name in w.adapters: w.forget_adapter(w.adapters.pop(name))
-
-    def names(self) -> list[str]:
-        with self._lock: return sorted(self._models)
-
-    def __contains__(self, name) -> bool:
-        with self._lock: return name in self._models
-
-    def loaded(self) -> dict[str, list[str]]:
-        "{weights folder: names whose adapters are loaded on it} for the weights in memory now."
-        with self._lock: return {str(k): list(w.adapters) for k, w in self._weights.items() if w.model is not None}
-
-    def entry(self, name: str) -> _Served:
-        "The served model `name`, or a 404 `APIError`."
-        with self._lock: e = self._models.get(name)
-        if e is None:
-            served = ", ".join(self.names()) or "none"
-            raise APIError(404, f"The model '{name}' does not exist. Served models: {served}.", param="model",
-                           code="model_not_found")
-        return e
-
-# %% ../nbs/api/04_server.ipynb #886a4df6
-def _load_failed(e: _Served, err: Exception) -> APIError:
-    log.error("model %r could not be loaded from %s: %s", e.name, e.source, err)
-    return APIError(500, f"model '{e.name}' could not be loaded: {scrub_paths(str(err))}", param="model",
-                    code="model_load_failed", type="server_error")
-
-@patch
-def _weights_of(self: ModelRegistry, e: _Served) -> _Weights:
-    "The weights `e` runs on (and its tokenizer), found on first use; one `_Weights` per folder, shared."
-    if e.weights is None:
-        try:
-            folder, e.adapter_dir, tok_dir = source_weights(e.source)
-            e.tok = load_tokenizer(str(tok_dir))
-        except FinetuneKitError as err: raise _load_failed(e, err) from None
-        key = str(Path(folder).resolve())  # an alias and a run's record of the same base name one folder
-        with self._lock: e.weights = self._weights.setdefault(key, _Weights(Path(key)))
-    return e.weights
-
-@patch
-def _make_room(self: ModelRegistry, keep: _Weights) -> None:
-    "Unload the least recently used weights, not in use, until fewer than `max_models` besides `keep` are loaded."
-    with self._lock: loaded = [w for w in self._weights.values() if w.model is not None and w is not keep]
-    for w in loaded[:max(0, len(loaded) - self.max_models + 1)]:
-        if w.lock.acquire(blocking=False):  # weights in use stay: memory is over the bound until they are done
-            w.unload()
-            w.lock.release()
-
-@patch
-def _activate(self: ModelRegistry, w: _Weights, e: _Served):
-    "The model of `w` with `e`'s adapter loaded and active (the least recent adapter makes room); `w.lock` is held."
-    if e.adapter_dir is None: return w.model
-    from peft import PeftModel
-    if e.name not in w.adapters:
-        while len(w.adapters) >= self.max_adapters: w.forget_adapter(w.adapters.popitem(last=False)[1])
-        aid = f"a{next(self._adapter_ids)}"
-        try:
-            with library_quiet(r".*is_gradient_checkpointing"):
-                if isinstance(w.model, PeftModel): w.model.load_adapter(str(e.adapter_dir), adapter_name=aid)
-                else: w.model = PeftModel.from_pretrained(w.model, str(e.adapter_dir), adapter_name=aid).eval()
-        except Exception as err: raise _load_failed(e, err) from None
-        w.adapters[e.name] = aid
-    w.adapters.move_to_end(e.name)
-    w.model.set_adapter(w.adapters[e.name])
-    return w.model
-
-# %% ../nbs/api/04_server.ipynb #6622c6f1
-@patch
-@contextmanager
-def use(self: ModelRegistry, name: str):
-    "(model, tokenizer) of `name`, loaded if needed, its adapter active, and no other request on them meanwhile."
-    e = self.entry(name)
-    w = self._weights_of(e)
-    with w.lock:
-        if w.model is None:
-            self._make_room(w)
-            try:
-                with library_quiet(): w.model = load_model(str(w.folder), self.device)[0].eval()
-            except FinetuneKitError as err: raise _load_failed(e, err) from None
-        with self._lock: self._weights.move_to_end(str(w.folder))
-        model = self._activate(w, e)
-        plain = e.adapter_dir is None and bool(w.adapters)  # the base itself, with adapters on it switched off
-        with model.disable_adapter() if plain else nullcontext(): yield model, e.tok
-
-@patch
-def get(self: ModelRegistry, name: str):
-    "(model, tokenizer) of `name`, loaded now if needed; to generate with them, hold them with `use`."
-    with self.use(name) as loaded: return loaded
-
-# %% ../nbs/api/04_server.ipynb #28472aff
-def _held_back(text: str, stops: list[str]) -> int:
-    "Length of the longest end of `text` that could still grow into a stop string."
-    return max((k for s in stops for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])), default=0)
-
-class _Reply(BaseStreamer, StoppingCriteria):
-    "Receives tokens from `generate`, decodes them, cuts at stop strings and tells `generate` when to stop."
-    # hand-written: transformers' own `stop_strings` stops generation but keeps the stop text, and streams no text
-    def __init__(self, tok, eos_ids: set[int], stops: list[str], on_text=None, cancel: threading.Event | None = None):
-        self.tok, self.eos_ids, self.stops, self.on_text, self.cancel = tok, eos_ids, stops, on_text, cancel
-        self.ids, self.text, self.sent, self.done, self.prompt_seen = [], "", 0, False, False
-
-    def put(self, value):
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return  # the first call carries the prompt
-        if self.done: return
-        for t in value.reshape(-1).tolist():
-            self.ids.append(t)
-            if t in self.eos_ids:
-                self.done = True
-                break
-        self._update(final=self.done)
-
-    def end(self): self._update(final=True)
-
-    def _update(self, final: bool):
-        text = self.tok.decode([i for i in self.ids if i not in self.eos_ids], skip_special_tokens=True)
-        if text.endswith("\ufffd") and not final: return  # half of a multi-byte character: wait for the rest
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0: text, self.done, final = text[:cut], True, True
-        self.text = text
-        ready = len(text) if final else len(text) - _held_back(text, self.stops)
-        if ready > self.sent:
-            if self.on_text: self.on_text(text[self.sent:ready])
-            self.sent = ready
-
-    def __call__(self, input_ids, scores, **kw):
-        stop = self.done or bool(self.cancel and self.cancel.is_set())
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-# %% ../nbs/api/04_server.ipynb #0619e385
-# sampling draws from torch's global random generator, which the worker threads of all models share:
-# sampled generations take turns so that a `seed` gives the same reply whatever else runs
-_RNG = threading.Lock()
-
-def context_length(model, tok) -> int:
-    "The most tokens (prompt + reply) the model takes."
-    n = getattr(model.config, "max_position_embeddings", None) or 2048
-    return min(n, tok.model_max_length) if 0 < (tok.model_max_length or 0) < 10**9 else n
-
-def render_chat(tok, messages: list[dict]) -> list[int]:
-    "Token ids of `messages` in the model's chat template, ending with the assistant's turn opening."
-    try:
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as e:
-        raise APIError(
-            400, f"messages cannot be rendered with this model's chat template: {e}", param="messages"
-        ) from None
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-def _prompt(model, tok, messages: list[dict], max_tokens: int | None, max_tokens_limit: int | None):
-    "(token ids of the prompt, the reply's token budget), or a 400 `APIError` when they do not fit the context."
-    ids = render_chat(tok, messages)
-    ctx, n = context_length(model, tok), len(ids)
-    if n + (max_tokens or 1) > ctx:
-        more = f" ({n} in the messages, {max_tokens} in the completion)" if max_tokens else ""
-        raise APIError(
-            400,
-            f"This model's maximum context length is {ctx} tokens. However, you requested {n + (max_tokens or 0)} "
-            f"tokens{more}. "
-            "Please reduce the length of the messages or completion.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    return ids, max_tokens or min(ctx - n, max_tokens_limit or ctx)
-
-def _eos_ids(model, tok) -> set[int]:
-    "The tokens that end a reply: the tokenizer's end token and the model's generation config's."
-    eos = model.generation_config.eos_token_id
-    return {tok.convert_tokens_to_ids(tok.eos_token), *(eos if isinstance(eos, list) else [eos])} - {None}
-
-def _outcome(reply: _Reply, max_tokens: int, prompt_tokens: int) -> dict:
-    "The result of a finished reply: {text, finish_reason, prompt_tokens, completion_tokens}."
-    return dict(text=reply.text, finish_reason="stop" if reply.done or len(reply.ids) < max_tokens else "length",
-                prompt_tokens=prompt_tokens, completion_tokens=len(reply.ids))
-
-# %% ../nbs/api/04_server.ipynb #cd0a0518
-@torch.inference_mode()
-def generate_reply(
-    model,
-    tok,
-    messages: list[dict],
-    max_tokens: int | None = None,  # new tokens at most; None: up to `max_tokens_limit` or the context's end
-    max_tokens_limit: int | None = None,  # the server's cap, applied when `max_tokens` is left out
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    stop: list[str] = (),
-    seed: int | None = None,
-    on_text=None,
-    on_start=None,
-    cancel: threading.Event | None = None,
-) -> dict:
-    "One assistant reply to `messages`: {text, finish_reason, prompt_tokens, completion_tokens}."
-    ids, max_tokens = _prompt(model, tok, messages, max_tokens, max_tokens_limit)
-    n = len(ids)
-    if on_start: on_start(n)
-    eos = _eos_ids(model, tok)
-    reply = _Reply(tok, eos, [s for s in stop if s], on_text, cancel)
-    sample = temperature > 0
-    kw = (
-        dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        if sample
-        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-    )
-    device = next(model.parameters()).device
-    x = torch.tensor([ids], device=device)
-    if not (cancel and cancel.is_set()):
-        with _RNG if sample else nullcontext():
-            if sample and seed is not None: torch.manual_seed(seed)
-            model.generate(
-                input_ids=x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=max_tokens,
-                eos_token_id=sorted(eos),
-                pad_token_id=tok.pad_token_id,
-                streamer=reply,
-                stopping_criteria=StoppingCriteriaList([reply]),
-                **kw,
-            )
-    return _outcome(reply, max_tokens, n)
-
-# %% ../nbs/api/04_server.ipynb #ff2b2085
-# hand-written: transformers' own continuous batching (`generate_batch`, `init_continuous_batching`, 5.24) seeds one
-# random generator per manager, not per request, so a seeded request's text would depend on the rest of the batch
-
-def _pick_token(temperature: float, top_p: float, seed: int | None, device):
-    "A function from one row's next-token logits to its token: argmax, or a draw from the row's own generator."
-    if temperature <= 0: return lambda logits: int(logits.argmax())
-    g = torch.Generator(device)
-    g.manual_seed(secrets.randbits(63) if seed is None else seed)
-    warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
-    warp = LogitsProcessorList(warpers)
-    def pick(logits):
-        probs = warp(None, logits.float()[None]).softmax(-1)  # the warpers `generate` applies, in its order
-        return int(torch.multinomial(probs, 1, generator=g))
-    return pick
-
-def _batchable(model) -> bool:
-    "Whether `model`'s cache is one plain `DynamicLayer` per layer: keys and values that can be padded and stacked."
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
-
-
-# %% ../nbs/api/04_server.ipynb #3e83756f
-PREFIX_MIN_TOKENS = 16  # a prefix is cached when it saves a request at least this many tokens of prefill
-PREFIX_HISTORY = 32  # recent prompts that a new prompt is compared with, to find a shared prefix
-
-def _cache_bytes(cache: DynamicCache) -> int:
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-
-# %% ../nbs/api/04_server.ipynb #45103817
-class _PrefixCache:
-    "KV caches of prompt prefixes that requests share (a system prompt), per adapter; bounded in bytes, LRU."
-    # hand-written: transformers reuses a prefix's cache only within one `generate` call, never across requests
-    def __init__(self, max_bytes: int):
-        self.max_bytes, self.bytes, self.hits = max_bytes, 0, 0  # hits: prompts that started from a stored entry
-        self.entries: OrderedDict[tuple, DynamicCache] = OrderedDict()  # (owner, token ids) -> one row's cache
-        self.recent: deque = deque(maxlen=PREFIX_HISTORY)  # (owner, token ids) of the latest prompts
-
-    def clear(self):
-        "Drop every entry (the weights are unloaded)."
-        self.entries, self.bytes, self.recent = OrderedDict(), 0, deque(maxlen=PREFIX_HISTORY)
-
-    def forget(self, owner: str):
-        "Drop the entries and prompts of adapter `owner` (it is deleted)."
-        for key in [k for k in self.entries if k[0] == owner]: self.bytes -= _cache_bytes(self.entries.pop(key))
-        self.recent = deque(((o, p) for o, p in self.recent if o != owner), maxlen=PREFIX_HISTORY)
-
-    def _longest(self, owner, ids: list[int]) -> tuple[int, DynamicCache | None]:
-        "(length, cache) of the longest stored prefix of `ids` that leaves a token to run; (0, None) if none."
-        fits = [k for k in self.entries if k[0] == owner and len(k[1]) < len(ids) and tuple(ids[:len(k[1])]) == k[1]]
-        if not fits: return 0, None
-        best = max(fits, key=lambda k: len(k[1]))
-        self.entries.move_to_end(best)
-        return len(best[1]), self.entries[best]
-
-    def _store(self, owner, ids: list[int], cache: DynamicCache):
-        size = _cache_bytes(cache)
-        if size > self.max_bytes: return
-        while self.bytes + size > self.max_bytes: self.bytes -= _cache_bytes(self.entries.popitem(last=False)[1])
-        self.entries[(owner, tuple(ids))] = cache
-        self.bytes += size
-
-    def _make(self, model, owner, ids: list[int], n: int, start: DynamicCache | None) -> DynamicCache:
-        "The cache of `ids`, run on top of `start` (the cache of its first `n` tokens, or None), stored."
-        device = next(model.parameters()).device
-        past = None if start is None else join_caches([start], model.config)  # a new object: `start` stays as is
-        out = model(input_ids=torch.tensor([ids[n:]], device=device), attention_mask=torch.ones(1, len(ids),
-                    dtype=torch.long, device=device), position_ids=torch.arange(n, len(ids), device=device)[None],
-                    cache=past, use_cache=True, logits_to_keep=1)
-        self._store(owner, ids, out.cache)
-        return out.cache
-
-    def find(self, model, owner, prompts: list[list[int]]) -> list[DynamicCache | None]:
-        """For each of `prompts`, the cache of its longest cached prefix, made now if it shares enough with another
-        recent prompt; None where there is none. `owner`: the adapter active on `model` (None: the base)."""
-        out = []
-        for i, ids in enumerate(prompts):
-            n, cache = self._longest(owner, ids)
-            others = [p for j, p in enumerate(prompts) if j != i] + [p for o, p in self.recent if o == owner]
-            shared = min(max((common_prefix(ids, p) for p in others), default=0), len(ids) - 1)
-            if shared >= n + PREFIX_MIN_TOKENS: cache = self._make(model, owner, ids[:shared], n, cache)
-            else: self.hits += cache is not None
-            out.append(cache)
-        self.recent.extend((owner, ids) for ids in prompts)
-        return out
-
-# %% ../nbs/api/04_server.ipynb #ea23125e
-@dataclass(eq=False)  # rows and requests are compared and hashed by identity
-class _Request:
-    "A chat completion waiting for, or in, a batch; its result (or error) arrives in `future`."
-    entry: _Served
-    messages: list[dict]
-    gen: dict  # max_tokens, max_tokens_limit, temperature, top_p, stop, seed
-    cancel: threading.Event
-    on_text: Any = None
-    on_start: Any = None
-    future: Future = field(default_factory=Future)
-
-    @property
-    def group(self) -> str:
-        "Requests of one group share a forward pass: the same weights with the same adapter (or none)."
-        return str(self.entry.adapter_dir)
-
-    def fail(self, err: Exception):
-        if not self.future.done(): self.future.set_exception(err)
-
-@dataclass(eq=False)
-class _Row:
-    "A request in the running batch: its reply so far, its budget, how it picks tokens, the token to feed next."
-    req: _Request
-    reply: _Reply
-    max_tokens: int
-    prompt_tokens: int
-    pick: Any
-    next_token: int = -1
-
-    def take(self, token: int) -> bool:
-        "Add `token` to the reply; whether the row is done (end of turn, stop string, budget, client gone)."
-        self.next_token = token
-        self.reply.put(torch.tensor([token]))
-        return self.reply.done or len(self.reply.ids) >= self.max_tokens or self.req.cancel.is_set()
-
-    def finish(self):
-        self.reply.end()
-        self.req.future.set_result(_outcome(self.reply, self.max_tokens, self.prompt_tokens))
-
-# %% ../nbs/api/04_server.ipynb #a47e344a
-class _Batch:
-    "The running rows and their KV cache, left-padded to one length; `mask` marks the real (non-padding) positions."
-    def __init__(self): self.rows, self.cache, self.mask = [], None, None
-
-    def add(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor, config):
-        "Append `rows`, whose prompts' cache is `cache`, its padding marked by `mask`."
-        if self.cache is None: self.cache, self.mask = cache, mask
-        else:
-            self.cache = join_caches([self.cache, cache], config)
-            self.mask = left_pad_join([self.mask, mask])
-        self.rows += rows
-
-    def keep(self, rows: list[_Row]):
-        "Keep only `rows` (in order), and drop the cache columns that are padding in all of them."
-        if rows == self.rows: return
-        if not rows:
-            self.rows, self.cache, self.mask = [], None, None
-            return
-        idx = torch.tensor([self.rows.index(r) for r in rows], device=self.mask.device)
-        self.mask = self.mask[idx]
-        start = int(self.mask.any(0).int().argmax())  # the first column some row uses
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[idx, :, start:], layer.values[idx, :, start:]
-        self.rows = rows
-
-    def step(self, model) -> torch.Tensor:
-        "One forward pass feeding every row its next token; the next-token logits, one row each."
-        device = self.mask.device
-        x = torch.tensor([[r.next_token] for r in self.rows], device=device)
-        positions = self.mask.sum(1, keepdim=True)  # each row's own count of real tokens so far
-        self.mask = torch.cat([self.mask, torch.ones_like(x)], dim=1)
-        out = model(input_ids=x, attention_mask=self.mask, position_ids=positions, cache=self.cache,
-                    use_cache=True)
-        return out.logits[:, -1]
-
-# %% ../nbs/api/04_server.ipynb #cf730a7e
-class _Scheduler:
-    "Continuous batching on one set of weights: a decode loop on the registry's pool that requests join and leave."
-    def __init__(self, registry: ModelRegistry, weights: _Weights):
-        self.registry, self.weights, self.pending, self.running = registry, weights, deque(), False
-        self.lock = threading.Condition()  # guards `pending`; notified when a request arrives
-        self.prefixes = _PrefixCache(registry.prefix_bytes)  # used, like the model, under the weights' lock
-        self.widest = 0  # the most rows one batch has held: how much batching happened
-
-    def submit(self, req: _Request):
-        "Queue `req`; start the loop on the generation pool if it is not running."
-        with self.lock:
-            self.pending.append(req)
-            start, self.running = not self.running, True
-            self.lock.notify()
-        if start: self.registry.pool.submit(self.run)
-
-    def _take(self, group: str, n: int) -> list[_Request]:
-        "Up to `n` requests of `group` from the head of the queue (an older request of another group stops it)."
-        with self.lock:
-            out = []
-            while self.pending and len(out) < n and self.pending[0].group == group: out.append(self.pending.popleft())
-            return out
-
-    def _gather(self):
-        "Wait up to `batch_wait_ms` for a full batch: requests sent together start together, in one prefill."
-        deadline = time.monotonic() + self.registry.batch_wait_ms / 1000
-        with self.lock:
-            while len(self.pending) < self.registry.max_batch and (left := deadline - time.monotonic()) > 0:
-                self.lock.wait(left)
-
-    def run(self):
-        "Serve the queue, one group (weights and adapter) at a time, until it is empty."
-        while True:
-            with self.lock:
-                if not self.pending:
-                    self.running = False
-                    return
-                head = self.pending[0]
-            try:
-                with self.registry.use(head.entry.name) as (model, _):
-                    # the adapter active on the weights (None: the base): the owner of the prefixes cached meanwhile
-                    owner = self.weights.adapters.get(head.entry.name) if head.entry.adapter_dir else None
-                    self._serve_group(model, head.group, owner)
-            except Exception as err:  # loading the model or its adapter failed: its waiting requests hear why
-                with self.lock:
-                    failed = [r for r in self.pending if r.entry is head.entry]
-                    for r in failed: self.pending.remove(r)
-                for r in failed: r.fail(err)
-
-    @torch.inference_mode()
-    def _serve_group(self, model, group: str, owner: str | None):
-        "Generate for the requests of `group` as they come, until none is left; no exception escapes."
-        batch, batched = _Batch(), _batchable(model)
-        prefixes = self.prefixes if self.prefixes.max_bytes > 0 else None
-        try:
-            while True:
-                if not batch.rows: self._gather()
-                new = self._take(group, self.registry.max_batch - len(batch.rows))
-                if batched: self._admit(model, batch, new, prefixes, owner)
-                else:
-                    for req in new: self._alone(model, req)
-                if not batch.rows: return
-                self.widest = max(self.widest, len(batch.rows))
-                self._advance(batch, batch.rows, batch.step(model))
-        except Exception as err:  # a failed forward pass fails the rows in it, not the server
-            for row in batch.rows: row.req.fail(err)
-
-    def _row(self, model, req: _Request) -> tuple[_Row, list[int]] | None:
-        "`req` checked and ready to join (its row and prompt ids); None if it failed (context too long...) or is gone."
-        try:
-            tok, g = req.entry.tok, req.gen
-            ids, max_tokens = _prompt(model, tok, req.messages, g["max_tokens"], g["max_tokens_limit"])
-            if req.on_start: req.on_start(len(ids))
-            reply = _Reply(tok, _eos_ids(model, tok), [s for s in g["stop"] if s], req.on_text, req.cancel)
-            reply.prompt_seen = True
-            pick = _pick_token(g["temperature"], g["top_p"], g["seed"], next(model.parameters()).device)
-            row = _Row(req, reply, max_tokens, len(ids), pick)
-        except Exception as err:
-            req.fail(err)
-            return None
-        if req.cancel.is_set():
-            row.finish()
-            return None
-        return row, ids
-
-    def _admit(self, model, batch: _Batch, reqs: list[_Request], prefixes: _PrefixCache | None, owner: str | None):
-        """Run the prompts of `reqs` together (left-padded, after their cached prefixes) and add them to `batch` with
-        their first tokens."""
-        ready = [r for r in (self._row(model, req) for req in reqs) if r is not None]
-        if not ready: return
-        rows, prompts = [r for r, _ in ready], [ids for _, ids in ready]
-        try:
-            starts = prefixes.find(model, owner, prompts) if prefixes else [None] * len(prompts)
-            x, mask, positions, past = prefill_inputs(prompts, starts, model.config, next(model.parameters()).device)
-            out = model(input_ids=x, attention_mask=mask, position_ids=positions, cache=past, use_cache=True,
-                        logits_to_keep=1)
-        except Exception as err:
-            for row in rows: row.req.fail(err)
-            return
-        batch.add(rows, out.cache, mask, model.config)
-        self._advance(batch, rows, out.logits[:, -1])
-
-    def _alone(self, model, req: _Request):
-        "Answer `req` by itself with `generate_reply` (a model whose cache cannot be batched)."
-        try:
-            out = generate_reply(model, req.entry.tok, req.messages, on_text=req.on_text, on_start=req.on_start,
-                                 cancel=req.cancel, **req.gen)
-            req.future.set_result(out)
-        except Exception as err: req.fail(err)
-
-    def _advance(self, batch: _Batch, rows: list[_Row], logits: torch.Tensor):
-        "Give each of `rows` its next token from its `logits`; rows that are done leave `batch` and send their reply."
-        done = set()
-        for row, row_logits in zip(rows, logits):
-            if row.take(row.pick(row_logits)):
-                row.finish()
-                done.add(row)
-        batch.keep([r for r in batch.rows if r not in done])
-
-
-# %% ../nbs/api/04_server.ipynb #00c14f68
-def _generate(registry: ModelRegistry, name: str, messages: list[dict], gen: dict, cancel: threading.Event,
-              on_text=None, on_start=None) -> Future:
-    """A future of `name`'s reply to `messages`: joins the model's running batch, or (batching off) queues
-    `generate_reply` on the generation pool; a 429 `APIError` when `name` has a full queue."""
-    if not registry.batching:
-        job = lambda m, t: generate_reply(m, t, messages, on_text=on_text, on_start=on_start, cancel=cancel, **gen)
-        return _submit(registry, name, job)
-    e = registry.entry(name)
-    w = registry._weights_of(e)  # finds the tokenizer on the first request (a load error is this request's answer)
-    if not e.slots.acquire(blocking=False):
-        raise APIError(429, f"model '{name}' has {registry.max_queue} requests waiting; retry later", code="queue_full")
-    req = _Request(e, messages, gen, cancel, on_text, on_start)
-    req.future.add_done_callback(lambda _: e.slots.release())
-    with registry._lock:
-        if w.scheduler is None: w.scheduler = _Scheduler(registry, w)
-    w.scheduler.submit(req)
-    return req.future
-
+__all__ = ['MAX_STOPS', 'MAX_STOP_CHARS', 'SYSTEM_FINGERPRINT', 'UVICORN_LIMITS', 'ChatRequest', 'chat_router', 'host_name',
+           'host_port', 'is_loopback', 'host_allowed', 'default_allowed_hosts', 'key_matches', 'create_app',
+           'build_app', 'serve', 'ServerThread']
 
 # %% ../nbs/api/04_server.ipynb #e25ad4e3
 class _Message(BaseModel):
@@ -827,17 +106,6 @@ def _check(req: ChatRequest, max_tokens_limit: int) -> tuple[list[dict], dict]:
     return messages, gen
 
 # %% ../nbs/api/04_server.ipynb #bc650f80
-def _submit(registry: ModelRegistry, name: str, job):
-    "Queue `job(model, tok)` on the registry's generation pool; a 429 `APIError` when `name` has a full queue."
-    e = registry.entry(name)
-    if not e.slots.acquire(blocking=False):
-        raise APIError(429, f"model '{name}' has {registry.max_queue} requests waiting; retry later", code="queue_full")
-    def run():
-        try:
-            with registry.use(name) as (model, tok): return job(model, tok)
-        finally: e.slots.release()
-    return registry.pool.submit(run)
-
 async def _unless_gone(request: Request, fut, cancel: threading.Event):
     "The result of `fut`; a client that hangs up first cancels the generation (its reply would go nowhere)."
     while not fut.done():
@@ -846,6 +114,62 @@ async def _unless_gone(request: Request, fut, cancel: threading.Event):
     return fut.result()
 
 # %% ../nbs/api/04_server.ipynb #79c22c34
+# OpenAI's `system_fingerprint`: which backend answered (with `seed`, the same fingerprint means the same sampling code)
+_BACKEND = f"finetune_kit {__version__} torch {torch.__version__}"
+SYSTEM_FINGERPRINT = "fp_" + hashlib.sha256(_BACKEND.encode()).hexdigest()[:10]
+
+def _usage(out: dict) -> dict:
+    "OpenAI's `usage` of a finished reply."
+    return {"prompt_tokens": out["prompt_tokens"], "completion_tokens": out["completion_tokens"],
+            "total_tokens": out["prompt_tokens"] + out["completion_tokens"]}
+
+def _completion(head: dict, out: dict) -> dict:
+    "A finished reply as OpenAI's `chat.completion` (`head`: its id, created, model and fingerprint)."
+    message = {"role": "assistant", "content": out["text"], "refusal": None}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": out["finish_reason"]}
+    return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(out)}
+
+async def _streamed(registry: ModelRegistry, req: ChatRequest, messages: list[dict], gen: dict,
+                    head: dict) -> _EventStream:
+    "The reply as server-sent `chat.completion.chunk`s, then `[DONE]`; an error before the first chunk is raised."
+    # the worker thread pushes events into an asyncio queue; the response reads them at the client's pace
+    loop, events, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+    def emit(kind, value=None):
+        try: loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+        except RuntimeError: cancel.set()  # the event loop is gone: nobody is listening
+    def ended(fut):
+        err = fut.exception()
+        if err: emit("error", err)
+        else: emit("end", fut.result())
+    fut = queue_reply(registry, req.model, messages, gen, cancel, on_text=lambda s: emit("text", s),
+                      on_start=lambda n: emit("start", n))
+    fut.add_done_callback(ended)
+    kind, value = await events.get()
+    if kind == "error":
+        cancel.set()
+        raise value  # before the first byte: an ordinary HTTP error
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    chunk = lambda choices, **kw: _sse({**head, "object": "chat.completion.chunk", "choices": choices, **kw})
+    delta = lambda d, finish=None: chunk([{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}])
+
+    async def stream():
+        yield delta({"role": "assistant", "content": ""})
+        while True:
+            kind, value = await events.get()
+            if kind == "text": yield delta({"content": value})
+            elif kind == "error":
+                e = value if isinstance(value, APIError) else APIError(
+                    500, f"generation failed: {type(value).__name__}: {value}", type="server_error")
+                yield _sse(e.body())
+                break
+            elif kind == "end":
+                yield delta({}, value["finish_reason"])
+                if include_usage: yield chunk([], usage=_usage(value))
+                break
+        yield "data: [DONE]\n\n"
+    return _EventStream(stream(), cancel)
+
+# %% ../nbs/api/04_server.ipynb #842a00e5
 def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRouter:
     "The `/v1/models` and `/v1/chat/completions` routes over `registry`."
     r = APIRouter()
@@ -862,76 +186,12 @@ def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRou
     @r.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest, request: Request):
         messages, gen = _check(req, max_tokens_limit)
-        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": cid, "created": created, "model": req.model, "system_fingerprint": None}
-        if not req.stream:
-            cancel = threading.Event()
-            fut = _generate(registry, req.model, messages, gen, cancel)
-            out = await _unless_gone(request, asyncio.wrap_future(fut), cancel)
-            return {
-                **head,
-                "object": "chat.completion",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": out["text"]},
-                        "logprobs": None,
-                        "finish_reason": out["finish_reason"],
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": out["prompt_tokens"],
-                    "completion_tokens": out["completion_tokens"],
-                    "total_tokens": out["prompt_tokens"] + out["completion_tokens"],
-                },
-            }
-        # streaming: the worker thread pushes events into an asyncio queue; the response reads them at the client's pace
-        loop, events, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
-        def emit(kind, value=None):
-            try: loop.call_soon_threadsafe(events.put_nowait, (kind, value))
-            except RuntimeError: cancel.set()  # the event loop is gone: nobody is listening
-        def ended(fut):
-            err = fut.exception()
-            if err: emit("error", err)
-            else: emit("end", fut.result())
-        fut = _generate(registry, req.model, messages, gen, cancel, on_text=lambda s: emit("text", s),
-                        on_start=lambda n: emit("start", n))
-        fut.add_done_callback(ended)
-        kind, value = await events.get()
-        if kind == "error":
-            cancel.set()
-            raise value  # before the first byte: an ordinary HTTP error
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunk = lambda delta, finish=None: _sse(
-            {
-                **head,
-                "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-        )
-
-        async def stream():
-            yield chunk({"role": "assistant", "content": ""})
-            while True:
-                kind, value = await events.get()
-                if kind == "text": yield chunk({"content": value})
-                elif kind == "error":
-                    e = (
-                        value
-                        if isinstance(value, APIError)
-                        else APIError(500, f"generation failed: {type(value).__name__}: {value}", type="server_error")
-                    )
-                    yield _sse(e.body())
-                    break
-                elif kind == "end":
-                    yield chunk({}, value["finish_reason"])
-                    if include_usage:
-                        u = {"prompt_tokens": value["prompt_tokens"], "completion_tokens": value["completion_tokens"],
-                             "total_tokens": value["prompt_tokens"] + value["completion_tokens"]}
-                        yield _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": u})
-                    break
-            yield "data: [DONE]\n\n"
-        return _EventStream(stream(), cancel)
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model,
+                "system_fingerprint": SYSTEM_FINGERPRINT}
+        if req.stream: return await _streamed(registry, req, messages, gen, head)
+        cancel = threading.Event()
+        fut = queue_reply(registry, req.model, messages, gen, cancel)
+        return _completion(head, await _unless_gone(request, asyncio.wrap_future(fut), cancel))
     return r
 
 # %% ../nbs/api/04_server.ipynb #d2fe2554
@@ -940,6 +200,18 @@ def host_name(value: str) -> str:
     v = value.strip().lower().split("://", 1)[-1].split("/", 1)[0]
     if v.startswith("["): return v[1:].split("]", 1)[0]
     return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+
+def host_port(value: str, default_port: int = 80) -> tuple[str, int]:
+    "The host and port a `Host` or `Origin` header names, the scheme's port if none: `http://[::1]` -> `('::1', 80)`."
+    v = value.strip().lower()
+    scheme, sep, rest = v.partition("://")
+    port = {"http": 80, "https": 443}.get(scheme, default_port) if sep else default_port
+    rest = (rest if sep else v).split("/", 1)[0]
+    if rest.startswith("["): host, _, tail = rest[1:].partition("]")
+    elif rest.count(":") == 1: host, _, tail = rest.partition(":")
+    else: host, tail = rest, ""  # no port, or a bare IPv6 address
+    tail = tail.removeprefix(":")
+    return host, int(tail) if tail.isdigit() else port
 
 def is_loopback(host: str) -> bool:
     "Whether `host` names this machine only: a loopback address, `localhost` or a name under `.localhost`."
@@ -961,6 +233,12 @@ def default_allowed_hosts(bind: str, extra: list[str] = ()) -> list[str] | None:
 # %% ../nbs/api/04_server.ipynb #d890da67
 _JSON_TYPES = re.compile(r"application/([\w.+-]+\+)?json\s*(;|$)")
 _SAFE = ("GET", "HEAD", "OPTIONS")
+_DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # FastAPI's pages: the whole API's map
+
+def key_matches(authorization: str, api_key: str) -> bool:
+    "Whether an `Authorization` header carries `api_key` as a Bearer token (compared in constant time)."
+    scheme, _, key = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(key.strip().encode(), api_key.encode())
 
 class _Gate:
     "ASGI middleware: the host allow-list, foreign origins, JSON bodies, the API key and the body-size cap."
@@ -977,9 +255,12 @@ class _Gate:
         if not host_allowed(host, self.allowed):
             return error_response(403, f"Host {host_name(host)!r} is not allowed: this server answers its own names "
                                   "(start it with --allowed-hosts to add one)", code="host_not_allowed")
-        origin = h.get("origin")
-        same_site = origin is not None and host_name(origin) == host_name(host)
-        if method not in _SAFE and origin is not None and not (host_allowed(origin, self.allowed or []) or same_site):
+        origin, scheme = h.get("origin"), scope.get("scheme", "http")
+        port = 443 if scheme == "https" else 80
+        # only a page of this very server (its scheme, host and port) may send: another local port is another site
+        own = origin is not None and (origin.strip().lower().startswith(scheme + "://")
+                                      and host_port(origin, port) == host_port(host, port))
+        if method not in _SAFE and origin is not None and not own:
             return error_response(403, f"requests from web pages of {origin!r} are refused", code="origin_not_allowed")
         uploads = path == "/v1/files" or path.startswith("/v1/files/")
         has_body = h.get("content-length", "0") not in ("", "0") or "transfer-encoding" in h
@@ -987,9 +268,8 @@ class _Gate:
         if method not in _SAFE and has_body and not uploads and not _JSON_TYPES.match(ctype.lower()):
             return error_response(415, f"send the body as application/json, not {ctype or 'no type'!r}",
                                   code="unsupported_media_type")
-        if self.api_key and (path == "/v1" or path.startswith("/v1/")):
-            scheme, _, key = h.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), self.api_key.encode()):
+        if self.api_key and (path == "/v1" or path.startswith("/v1/") or path in _DOCS):
+            if not key_matches(h.get("authorization", ""), self.api_key):
                 msg = ("Incorrect API key provided." if "authorization" in h
                        else "You didn't provide an API key: send the header 'Authorization: Bearer KEY'.")
                 return error_response(401, msg, code="invalid_api_key")
@@ -1032,7 +312,12 @@ def create_app(registry: ModelRegistry,
     for s in services: app.include_router(s.router)
 
     @app.get("/health")
-    def health(): return {"status": "ok", "models": registry.names()}
+    def health(request: Request):
+        "Up, and the models served; a fine-tune's `ft:` name only to a client with the key, when there is one."
+        names, key = registry.names(), api_key or None
+        if key and not key_matches(request.headers.get("authorization", ""), key):
+            names = [n for n in names if not n.startswith("ft:")]
+        return {"status": "ok", "models": names}
 
     app.add_middleware(_Gate, api_key=api_key or None, max_body_bytes=max_body_bytes,
                        allowed_hosts=None if allowed_hosts is None else list(allowed_hosts))

@@ -5,9 +5,10 @@ import httpx, openai, pytest
 from openai import OpenAI
 
 from finetune_kit.jobs import JobService
-from finetune_kit.jobs_service import JobStore
+from finetune_kit.job_store import JobStore
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
-from finetune_kit.server import MAX_STOP_CHARS, ModelRegistry, ServerThread, create_app
+from finetune_kit.registry import ModelRegistry
+from finetune_kit.server import MAX_STOP_CHARS, ServerThread, create_app
 from helpers import tiny_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -128,3 +129,41 @@ def test_a_client_trickling_headers_is_cut_off(monkeypatch):
             except OSError: closed = True
         assert closed and time.time() - t0 < 3, "the connection was held"
         assert httpx.get(srv.url + "/health").status_code == 200  # a client that sends its request is answered
+
+@pytest.mark.slow
+def test_smaller_points_of_issue_33(tmp_path, data):
+    """Deeply nested JSON is a 400 on every JSON route; upload names show their hidden characters escaped; an empty
+    upload is refused when it is sent; with a key, the docs pages want it and /health names fine-tunes only to a client
+    that sends it; only the server's own pages (host and port) may send."""
+    registry = ModelRegistry("cpu")
+    registry.add("smollm2-135m", "smollm2-135m")
+    registry.add("ft:smollm2-135m:x:01234567", "smollm2-135m")  # a fine-tune's name, as a succeeded job serves it
+    svc = JobService(tmp_path/"state", registry, max_concurrent_jobs=0)
+    key = {"Authorization": "Bearer s3cret"}
+    send = lambda url, name, content, **headers: httpx.post(url + "/v1/files", files={"file": (name, content)},
+                                                            data={"purpose": "fine-tune"}, headers={**key, **headers})
+    with ServerThread(create_app(registry, services=[svc], api_key="s3cret")) as srv:
+        url, rows = srv.url, (data/"train.jsonl").read_bytes()
+        deep = b"[" * 400_000 + b"]" * 400_000  # 800 KB: Python's JSON parser runs out of recursion
+        for path in ("/v1/fine_tuning/jobs", "/v1/chat/completions"):
+            r = httpx.post(url + path, content=deep, headers={**key, "content-type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["message"], (path, r.status_code, r.text[:300])
+        # sent raw: httpx would percent-encode the control characters of a name, a hostile client does not
+        name = "evil\u202egpj\x00\x07.jsonl".encode()
+        form = (b'--fk\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--fk\r\n'
+                b'Content-Disposition: form-data; name="file"; filename="' + name + b'"\r\n\r\n' + rows + b"\r\n--fk--\r\n")
+        named = httpx.post(url + "/v1/files", content=form, headers={**key, "content-type": "multipart/form-data; boundary=fk"})
+        assert named.status_code == 200, named.text
+        assert named.json()["filename"] == "evil\\u202egpj\\x00\\x07.jsonl"
+        empty = send(url, "empty.jsonl", b"")
+        assert_refused(empty, 400, "invalid_file")
+        assert empty.json()["error"]["param"] == "file" and "empty.jsonl:0: (file): the file is empty" in empty.json()["error"]["message"]
+        assert [f["filename"] for f in httpx.get(url + "/v1/files", headers=key).json()["data"]] == [named.json()["filename"]]
+        assert httpx.get(url + "/health").json()["models"] == ["smollm2-135m"]
+        assert httpx.get(url + "/health", headers=key).json()["models"] == ["ft:smollm2-135m:x:01234567", "smollm2-135m"]
+        for page in ("/docs", "/openapi.json", "/redoc"): assert_refused(httpx.get(url + page), 401, "invalid_api_key")
+        assert httpx.get(url + "/openapi.json", headers=key).status_code == 200
+        port = int(url.rsplit(":", 1)[1])
+        for origin in ("http://localhost:3000", f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}", "null"):
+            assert_refused(send(url, "a.jsonl", rows, Origin=origin), 403, "origin_not_allowed")
+        assert send(url, "a.jsonl", rows, Origin=url).status_code == 200  # a page of the server itself

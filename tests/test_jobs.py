@@ -8,10 +8,12 @@ from openai import OpenAI
 
 from helpers import ROOT, cli_command, free_port, start_server, tiny_models, wait_for, wait_until_up
 from finetune_kit.jobs import JobService
-from finetune_kit.jobs_service import TERMINAL, JobStore, jobs_app
+from finetune_kit.job_store import TERMINAL, JobStore
+from finetune_kit.jobs_service import jobs_app
 from finetune_kit.model_sources import MODEL_ALIASES
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
-from finetune_kit.server import ModelRegistry, ServerThread, create_app
+from finetune_kit.registry import ModelRegistry
+from finetune_kit.server import ServerThread, create_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 tiny = pytest.fixture(scope="module", autouse=True)(tiny_models)  # a job's life cycle is plumbing: the tiny model

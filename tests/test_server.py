@@ -103,7 +103,10 @@ def test_cli_errors_are_one_line():
 
 # Continuous batching, in-process: requests queued while the weights are held start in one batch when they are let go.
 import threading
-from finetune_kit.server import APIError, ModelRegistry, ServerThread, _generate, create_app, generate_reply
+from finetune_kit.api_errors import APIError
+from finetune_kit.engine import generate_reply, queue_reply
+from finetune_kit.registry import ModelRegistry
+from finetune_kit.server import ServerThread, create_app
 
 GREEDY = dict(max_tokens=24, max_tokens_limit=LIMIT, temperature=0.0, top_p=1.0, stop=[], seed=None)
 chat = lambda text: [{"role": "user", "content": text}]
@@ -116,10 +119,10 @@ def reg():
     return r
 
 def together(reg, jobs: list[tuple[list, dict, dict]]) -> list:
-    "Results of `jobs` ([(messages, gen, keywords of _generate)]) started in one batch; an error is returned, not raised."
+    "Results of `jobs` ([(messages, gen, keywords of queue_reply)]) started in one batch; an error is returned, not raised."
     w = reg._weights_of(reg.entry(MODEL))
     with w.lock:
-        futures = [_generate(reg, MODEL, m, g, kw.pop("cancel", threading.Event()), **kw) for m, g, kw in jobs]
+        futures = [queue_reply(reg, MODEL, m, g, kw.pop("cancel", threading.Event()), **kw) for m, g, kw in jobs]
     return [f.exception(timeout=300) or f.result() for f in futures]
 
 def alone(reg, messages, gen) -> dict:
@@ -199,7 +202,7 @@ def test_prefix_cache_is_exact_and_belongs_to_one_adapter(lora_run):
     expected = {n: [alone_on(n, m) for m in asks] for n in ("tuned", MODEL)}
     assert expected["tuned"] != expected[MODEL]
     for _ in range(2):  # the first round finds the shared prefix and caches it, the second starts from the cache
-        with w.lock: futures = {n: [_generate(r, n, m, GREEDY, threading.Event()) for m in asks] for n in ("tuned", MODEL)}
+        with w.lock: futures = {n: [queue_reply(r, n, m, GREEDY, threading.Event()) for m in asks] for n in ("tuned", MODEL)}
         assert {n: [f.result(timeout=300) for f in fs] for n, fs in futures.items()} == expected
     aid = w.adapters["tuned"]
     assert sorted(map(str, {owner for owner, _ in w.scheduler.prefixes.entries})) == sorted([aid, "None"])  # one each
