@@ -7,7 +7,8 @@ and near-duplicate detection (MinHash LSH). Prints rows/s and the ratio to the t
 import argparse, json, random, resource, tempfile, time
 from pathlib import Path
 
-from finetune_kit.data import find_duplicates, load_examples, prepare_data
+from finetune_kit.dedup import find_duplicates
+from finetune_kit.data import load_examples, prepare_data
 from finetune_kit.sample_data import TEAMS, make_ticket
 
 TARGET_PREPARE_S, TARGET_NEAR_S = 60.0, 300.0  # for 100,000 rows on a 2-core CPU

@@ -70,7 +70,7 @@ def main():
     import llama_cpp
     from finetune_kit.deploy import merge_and_save
     from finetune_kit.eval_report import eval_inputs
-    from finetune_kit.evaluate import infer_task, score_answers
+    from finetune_kit.metrics import infer_task, score_answers
     from finetune_kit.gguf_export import export_gguf
     run, cfg, examples, train_answers = eval_inputs(a.run, "test", a.n)
     task = infer_task(train_answers, getattr(cfg, "task", None) or "auto", getattr(cfg, "labels", None))

@@ -124,7 +124,7 @@ def child(kind: str, args) -> dict:
     from finetune_kit.data import tokenize_examples
     from finetune_kit.evaluate import answer_loss
     from finetune_kit.model import count_parameters, cpu_has_bf16, pick_precision, setup_strategy
-    from finetune_kit.train import make_trainer
+    from finetune_kit.trainer import make_trainer
     set_seed(0)
     train_rows = chat_examples(args.steps * args.batch, seed=1)
     val_rows = chat_examples(args.val, seed=2)

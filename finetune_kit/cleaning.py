@@ -1,4 +1,4 @@
-"""The text operations behind the opt-in cleaning steps of the data lesson, and a way to see invisible characters.
+"""`CleanOptions` and `clean_text`: default steps that change nothing a reader sees, opt-in ones that do, their effects.
 
 Docs: https://finetune-kit.github.io/finetune_kit/api/cleaning.html.md"""
 
@@ -7,10 +7,40 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/cleaning.html.md"""
 # %% ../nbs/api/07a_cleaning.ipynb #a02310d2
 from __future__ import annotations
 import functools, html, re, string, unicodedata
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, fields, replace
 
 # %% auto #0
-__all__ = ['whitespace_steps', 'strip_html', 'classic_steps', 'visible', 'CleaningEffect']
+__all__ = ['CleanOptions', 'clean_steps', 'whitespace_steps', 'strip_html', 'classic_steps', 'clean_text', 'visible',
+           'CleaningEffect', 'cleaning_effects', 'clean_example', 'clean_examples']
+
+# %% ../nbs/api/07a_cleaning.ipynb #a8554046
+@dataclass
+class CleanOptions:
+    "What `clean_text` does: the defaults only normalise what no reader can see; every other step is opt-in."
+    nfc: bool = True  # Unicode NFC: one code point for `é`, not `e` + a combining accent
+    line_endings: bool = True  # Windows `\r\n` and old Mac `\r` line endings -> `\n`
+    control: bool = True  # remove control characters (not tab, newline), zero-width spaces, word joiners, BOMs
+    trim_end: bool = True  # remove whitespace at the very end of a message
+    trim_start: bool = False  # remove whitespace at the very start of a message, the first line's indentation too
+    strip_line_ends: bool = False  # remove spaces and tabs at the end of every line (Markdown's 2-space line break too)
+    strip_lines: bool = False  # remove spaces and tabs at both ends of every line: all indentation is lost
+    collapse_spaces: bool = False  # runs of spaces, tabs, no-break spaces inside a line -> one space (tables lost)
+    squeeze_blank_lines: bool = False  # at most one blank line in a row, in code too
+    strip_html: bool = False  # remove HTML tags, decode entities (BeautifulSoup); also eats `<...>` in code
+    lowercase: bool = False  # classic NLP step: lower-case everything; hurts generation
+    remove_punctuation: bool = False  # classic NLP step: delete ASCII punctuation; hurts generation
+    remove_stopwords: bool = False  # classic NLP step: delete scikit-learn's English stop words; hurts generation
+    stem: bool = False  # classic NLP step: NLTK Porter stemmer; hurts generation
+    min_tokens: int = 0  # drop examples shorter than this (tokens with a tokenizer, else words)
+    max_tokens: int | None = None  # drop examples longer than this
+
+def clean_steps(default: bool | None = None) -> dict[str, str]:
+    "The on/off steps of `CleanOptions` and what each does; `default`: only those on (True) or off (False) by default."
+    from fastcore.docments import docments  # it reads the module's source: in the notebook's own kernel, all None
+    what = docments(CleanOptions)
+    steps = [f for f in fields(CleanOptions) if isinstance(f.default, bool)]
+    return {f.name: what[f.name] for f in steps if default in (None, f.default)}
 
 # %% ../nbs/api/07a_cleaning.ipynb #31f71add
 _SPACE = "[ \t\u00a0]"  # what the opt-in whitespace steps count as a space: space, tab, no-break space
@@ -47,6 +77,26 @@ def classic_steps(s: str, o) -> str:
         s = " ".join(_stemmer().stem(w, to_lowercase=o.lowercase) if o.stem else w for w in words)
     return s
 
+# %% ../nbs/api/07a_cleaning.ipynb #720dd2ea
+# Invisible characters that carry nothing: C0 controls except tab and newline (\r is `line_endings`' job), DEL, the
+# zero-width space, the word joiner and the byte-order mark. C1 controls (\x80-\x9f) stay: in real data they are
+# Windows-1252 punctuation (’ “ ” …) read as Latin-1, which deleting would lose; fix the file's encoding instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff]")
+_NEWLINE = re.compile(r"\r\n?")
+
+def clean_text(s: str, opts: CleanOptions = CleanOptions()) -> str:
+    "`s` cleaned as `opts` says."
+    o = opts
+    if o.strip_html: s = strip_html(s)
+    s = classic_steps(s, o)  # opt-in: lower-case, punctuation, stop words, stems
+    if o.control: s = _CONTROL.sub("", s)
+    if o.line_endings: s = _NEWLINE.sub("\n", s)
+    if o.nfc: s = unicodedata.normalize("NFC", s)
+    s = whitespace_steps(s, o)  # opt-in: line ends, indentation, runs of spaces, blank lines
+    if o.trim_start: s = s.lstrip()
+    if o.trim_end: s = s.rstrip()
+    return s
+
 # %% ../nbs/api/07a_cleaning.ipynb #efc2a824
 _SHOWN = {" ": "·", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
@@ -75,3 +125,61 @@ class CleaningEffect:
     examples: int  # examples looked at
     before: str = ""  # the first change: a short piece of the text without the step, made `visible`
     after: str = ""  # the same piece with the step
+
+# %% ../nbs/api/07a_cleaning.ipynb #d242ae6a
+def cleaning_effects(examples: list[dict],  # chat examples
+                     options: CleanOptions | None = None,  # the cleaning you plan to use; None: `CleanOptions()`
+                     limit: int | None = None,  # look at this many examples, spread evenly over the list; None: all
+                    ) -> list[CleaningEffect]:
+    "For each on/off step of `CleanOptions`: how many examples switching it changes, with one before/after sample."
+    base = options or CleanOptions()
+    if limit and len(examples) > limit: examples = [examples[i * len(examples) // limit] for i in range(limit)]
+    texts = [[m["content"] for m in e["messages"]] for e in examples]
+    as_planned = [[clean_text(t, base) for t in ts] for ts in texts]
+    out = []
+    for name in clean_steps():
+        on = getattr(base, name)
+        flipped = replace(base, **{name: not on})
+        effect = CleaningEffect(name, on, 0, len(examples))
+        for ts, planned in zip(texts, as_planned):
+            other = [clean_text(t, flipped) for t in ts]
+            if other == planned: continue
+            effect.changed += 1
+            if effect.changed == 1:
+                without, with_ = (other, planned) if on else (planned, other)
+                k = next(k for k in range(len(without)) if without[k] != with_[k])
+                effect.before, effect.after = _around_change(without[k], with_[k])
+        out.append(effect)
+    return out
+
+# %% ../nbs/api/07a_cleaning.ipynb #8eaa4e79
+def _n_tokens(texts: list[str], tok=None) -> list[int]:
+    if tok is None: return [len(t.split()) for t in texts]
+    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+def clean_example(ex: dict, opts: CleanOptions = CleanOptions()) -> dict:
+    "A copy of `ex` with every message's content cleaned."
+    return {**ex, "messages": [{**m, "content": clean_text(m["content"], opts)} for m in ex["messages"]]}
+
+def clean_examples(
+    examples: list[dict], opts: CleanOptions = CleanOptions(), tok=None, verbose: bool = True
+) -> tuple[list[dict], Counter]:
+    "Cleaned examples, without those left empty or outside the length limits; and the counts of drops by reason."
+    out, dropped = [], Counter()
+    cleaned = [clean_example(e, opts) for e in examples]
+    lens = (
+        _n_tokens(["\n".join(m["content"] for m in e["messages"]) for e in cleaned], tok)
+        if opts.min_tokens or opts.max_tokens
+        else None
+    )
+    for i, e in enumerate(cleaned):
+        if any(not m["content"] for m in e["messages"]): dropped["empty after cleaning"] += 1
+        elif lens and lens[i] < opts.min_tokens: dropped[f"shorter than min_tokens={opts.min_tokens}"] += 1
+        elif lens and opts.max_tokens and lens[i] > opts.max_tokens:
+            dropped[f"longer than max_tokens={opts.max_tokens}"] += 1
+        else: out.append(e)
+    if verbose and dropped:
+        print(
+            f"cleaning dropped {sum(dropped.values())} example(s): " + ", ".join(f"{n} {r}" for r, n in dropped.items())
+        )
+    return out, dropped

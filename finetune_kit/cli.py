@@ -83,7 +83,7 @@ def add_function_flags(p: argparse.ArgumentParser, fn, skip: tuple = (), rename:
                            help=f"{text} (default: {default})")
 
 def cmd_data_check(args):
-    from finetune_kit.data import CleanOptions, clean_steps
+    from finetune_kit.cleaning import CleanOptions, clean_steps
     from finetune_kit.preflight import data_check
     kw = {k: getattr(args, k) for k in inspect.signature(data_check).parameters if hasattr(args, k)}
     kw["clean"] = CleanOptions(**{name: getattr(args, name) for name in clean_steps(default=False)})
@@ -91,7 +91,8 @@ def cmd_data_check(args):
     if status: sys.exit(status)
 
 def cmd_data_prepare(args):
-    from finetune_kit.data import CleanOptions, clean_steps, prepare_data
+    from finetune_kit.cleaning import CleanOptions, clean_steps
+    from finetune_kit.data import prepare_data
     clean = CleanOptions(**{name: getattr(args, name) for name in clean_steps(default=False)})
     stats = prepare_data(
         args.input,
@@ -174,12 +175,16 @@ def cmd_export(args):
 
 JOBS_DIR = "finetune-kit-jobs"  # where `serve` keeps the jobs API's state unless told otherwise
 
-# %% ../nbs/api/05_cli.ipynb #ce09b8d1
-def cmd_serve(args):
+# %% ../nbs/api/05_cli.ipynb #ce09b8d0
+def _check_serve_flags(args) -> None:
+    "A `FinetuneKitError` for the first bad flag of `serve`, before anything loads."
     if not 0 <= args.port <= 65535: raise FinetuneKitError(f"--port {args.port}: give a port between 0 and 65535")
     for flag in ("max_tokens_limit", "max_body_bytes", "max_upload_mib", "max_concurrent_jobs", "max_pending_jobs",
                  "max_files", "max_storage_gib", "max_batch"):
         if getattr(args, flag) < 1:
+            raise FinetuneKitError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: give a positive number")
+    for flag in ("max_connections", "max_client_connections"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise FinetuneKitError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: give a positive number")
     for flag in ("batch_wait_ms", "prefix_cache_mb"):
         if not getattr(args, flag) >= 0:  # NaN too
@@ -189,32 +194,39 @@ def cmd_serve(args):
     if args.no_jobs and not args.sources:
         raise FinetuneKitError("nothing to serve: give a SOURCE, or leave the jobs API on (drop --no-jobs)")
     if args.keep_checkpoints < 0: raise FinetuneKitError(f"--keep-checkpoints {args.keep_checkpoints}: give 0 or more")
-    from finetune_kit.server import ModelRegistry, is_loopback, serve  # after the checks: it imports torch (seconds)
+
+def _jobs_service(args, registry, aliases: dict[str, str]):
+    "The jobs API that `serve`'s flags ask for (None with --no-jobs), adding its models to `registry`."
+    if args.no_jobs: return None
+    from finetune_kit.jobs import JobService
+    jobs_dir = Path(args.jobs_dir or JOBS_DIR)
+    try:
+        svc = JobService(jobs_dir, registry, max_upload_bytes=args.max_upload_mib * 2**20,
+                         max_concurrent_jobs=args.max_concurrent_jobs, max_pending_jobs=args.max_pending_jobs,
+                         max_files=args.max_files, max_storage_bytes=args.max_storage_gib * 2**30,
+                         keep_checkpoints=args.keep_checkpoints, allow_model_downloads=args.allow_model_downloads,
+                         model_aliases=aliases)
+    except (OSError, sqlite3.Error) as e:
+        raise FinetuneKitError(f"--jobs-dir {jobs_dir}: cannot keep the jobs' state there: {e}") from None
+    print(f"fine-tuning jobs API on: state in {jobs_dir.resolve()} (--no-jobs turns it off)")
+    return svc
+
+# %% ../nbs/api/05_cli.ipynb #ce09b8d1
+def cmd_serve(args):
+    _check_serve_flags(args)
+    # after the checks: these import torch (seconds)
+    from finetune_kit.registry import ModelRegistry, parse_model_aliases
+    from finetune_kit.connections import ConnectionLimits
+    aliases = parse_model_aliases(args.model_alias)
+    caps = dict(max_connections=args.max_connections, max_per_client=args.max_client_connections)
+    limits = ConnectionLimits(**{k: v for k, v in caps.items() if v is not None})
+    from finetune_kit.server import is_loopback, serve
     if not args.no_jobs and not is_loopback(args.host) and not (args.api_key or os.environ.get("FINETUNE_KIT_API_KEY")):
         raise FinetuneKitError(f"the jobs API trains on uploaded files: serving it on {args.host} needs an API key "
                                "(--api-key or $FINETUNE_KIT_API_KEY), or turn it off with --no-jobs")
     registry = ModelRegistry(args.device, batching=args.batching, max_batch=args.max_batch,
                              batch_wait_ms=args.batch_wait_ms, prefix_cache_mb=args.prefix_cache_mb)
-    services = []
-    if not args.no_jobs:
-        from finetune_kit.jobs import JobService
-        jobs_dir = Path(args.jobs_dir or JOBS_DIR)
-        try:
-            services.append(
-                JobService(
-                    jobs_dir,
-                    registry,
-                    max_upload_bytes=args.max_upload_mib * 2**20,
-                    max_concurrent_jobs=args.max_concurrent_jobs,
-                    max_pending_jobs=args.max_pending_jobs,
-                    max_files=args.max_files,
-                    max_file_bytes=args.max_storage_gib * 2**30,
-                    keep_checkpoints=args.keep_checkpoints,
-                )
-            )
-        except (OSError, sqlite3.Error) as e:
-            raise FinetuneKitError(f"--jobs-dir {jobs_dir}: cannot keep the jobs' state there: {e}") from None
-        print(f"fine-tuning jobs API on: state in {jobs_dir.resolve()} (--no-jobs turns it off)")
+    services = [svc] if (svc := _jobs_service(args, registry, aliases)) else []
     serve(
         args.sources,
         host=args.host,
@@ -227,6 +239,8 @@ def cmd_serve(args):
         max_body_bytes=args.max_body_bytes,
         log_level=args.log_level,
         allowed_hosts=[h.strip() for h in (args.allowed_hosts or "").split(",") if h.strip()],
+        model_aliases=aliases,
+        connection_limits=limits,
     )
 
 QUICKSTART_TIME_BUDGET = "2m30s"  # the quickstart's training, probe included (`--time-budget` changes it)
@@ -269,7 +283,7 @@ def cmd_quickstart(args):
 # %% ../nbs/api/05_cli.ipynb #2deb148f
 def _clean_flags(p: argparse.ArgumentParser):
     "The opt-in cleaning steps as flags, their help the steps' comments."
-    from finetune_kit.data import clean_steps  # light: the data module imports torch and datasets only where used
+    from finetune_kit.cleaning import clean_steps  # light: the cleaning module imports no torch, no datasets
     steps = p.add_argument_group("cleaning beyond the defaults",
                                  "each step changes the text; `finetune-kit data check` shows what it would change")
     for name, what in clean_steps(default=False).items():
@@ -420,6 +434,31 @@ def _add_export(sub) -> None:
     x.add_argument("--format", default="gguf", choices=["gguf"], help="file format (default: gguf)")
     x.set_defaults(func=cmd_export)
 
+# %% ../nbs/api/05_cli.ipynb #b0235f00
+def _add_jobs_flags(s) -> None:
+    "The jobs API's flags of `serve`, in a group of their own."
+    j = s.add_argument_group("fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs; on unless --no-jobs)")
+    j.add_argument(
+        "--jobs-dir",
+        default=None,
+        metavar="DIR",
+        help=f"folder for uploads, jobs and their runs (default: ./{JOBS_DIR})",
+    )
+    j.add_argument("--no-jobs", action="store_true", help="serve chat only, without the jobs API")
+    j.add_argument(
+        "--max-upload-mib", type=int, default=100, help="largest uploaded training file in MiB (default: 100)"
+    )
+    j.add_argument("--max-concurrent-jobs", type=int, default=1, help="jobs training at once (default: 1)")
+    j.add_argument("--max-pending-jobs", type=int, default=20, help="jobs waiting or running at once (default: 20)")
+    j.add_argument("--max-files", type=int, default=1000, help="uploaded files kept at once (default: 1000)")
+    j.add_argument("--max-storage-gib", type=int, default=10, 
+                   help="GiB kept at once: uploaded files and job outputs together (default: 10)")
+    j.add_argument("--keep-checkpoints", type=int, default=1,
+                   help="checkpoints an ended job keeps, weights only (default: 1)")
+    j.add_argument("--allow-model-downloads", action="store_true",
+                   help="let jobs name base models whose weights are not on this machine: the worker downloads them "
+                   "from the Hugging Face Hub (default: only models found offline)")
+
 # %% ../nbs/api/05_cli.ipynb #b0235f01
 def _add_serve(sub) -> None:
     "`serve SOURCE...`: the server's flags and the jobs API's."
@@ -464,23 +503,15 @@ def _add_serve(sub) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level",
     )
-    j = s.add_argument_group("fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs; on unless --no-jobs)")
-    j.add_argument(
-        "--jobs-dir",
-        default=None,
-        metavar="DIR",
-        help=f"folder for uploads, jobs and their runs (default: ./{JOBS_DIR})",
-    )
-    j.add_argument("--no-jobs", action="store_true", help="serve chat only, without the jobs API")
-    j.add_argument(
-        "--max-upload-mib", type=int, default=100, help="largest uploaded training file in MiB (default: 100)"
-    )
-    j.add_argument("--max-concurrent-jobs", type=int, default=1, help="jobs training at once (default: 1)")
-    j.add_argument("--max-pending-jobs", type=int, default=20, help="jobs waiting or running at once (default: 20)")
-    j.add_argument("--max-files", type=int, default=1000, help="uploaded files kept at once (default: 1000)")
-    j.add_argument("--max-storage-gib", type=int, default=10, help="GiB of uploaded files kept at once (default: 10)")
-    j.add_argument("--keep-checkpoints", type=int, default=1,
-                   help="checkpoints an ended job keeps, weights only (default: 1)")
+    s.add_argument("--model-alias", action="append", default=[], metavar="OPENAI_NAME=LOCAL_NAME",
+                   help="answer chat and jobs that name OPENAI_NAME with the local model, so an OpenAI script runs "
+                   "with only its base_url changed; repeatable (e.g. gpt-4o-mini-2024-07-18=smollm2-135m)")
+    s.add_argument("--max-connections", type=int, default=None,
+                   help="connections open at once; a new one displaces the longest idle, else gets a 503 "
+                   "(default: 128)")
+    s.add_argument("--max-client-connections", type=int, default=None,
+                   help="connections open at once from one client address; more get a 429 (default: 32)")
+    _add_jobs_flags(s)
     s.set_defaults(func=cmd_serve)
 
 # %% ../nbs/api/05_cli.ipynb #ad623e8f

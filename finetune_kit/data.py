@@ -6,103 +6,24 @@ Docs: https://finetune-kit.github.io/finetune_kit/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #ab7926f2
 from __future__ import annotations
-import contextlib, hashlib, json, random, re, unicodedata
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+import contextlib, json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .core import FinetuneKitError, atomic_open
-# the plumbing, in the reference notebooks api/07_formats and api/07a_cleaning
-from .formats import (MAX_LINE_BYTES, DataError, Problem, ProblemLog, _apply_mapping, convert_record,
-                                  detect_format, iter_records)
-from .cleaning import CleaningEffect, _around_change, classic_steps, strip_html, whitespace_steps
-# torch and datasets are imported where they are used: `finetune-kit --help` builds its `data prepare` flags from
-# `CleanOptions`, and must not wait seconds for them
+# the plumbing, in the reference notebooks api/07_formats, api/07a_cleaning, api/07b_dedup and api/07c_splits
+from .formats import MAX_LINE_BYTES, DataError, ProblemLog, iter_examples
+from .cleaning import CleanOptions, clean_example
+from .dedup import exact_key
+# torch and datasets are imported where they are used: `finetune-kit data prepare` must not wait seconds for them
 if TYPE_CHECKING:
     import torch
     from datasets import Dataset
 
 # %% auto #0
-__all__ = ['ROLES', 'check_message', 'check_example', 'to_chat', 'iter_examples', 'load_examples', 'CleanOptions', 'clean_steps',
-           'clean_text', 'cleaning_effects', 'clean_example', 'clean_examples', 'exact_key', 'shingles', 'minhashes',
-           'Duplicates', 'near_pairs', 'find_duplicates', 'drop_duplicates', 'example_label', 'class_labels',
-           'example_groups', 'split_examples', 'Leakage', 'check_leakage', 'load_splits', 'PrepareStats',
-           'prepare_data', 'assistant_spans', 'encode_chat', 'show_label_mask', 'encode_example', 'tokenize_examples',
-           'ChatCollator']
-
-# %% ../nbs/01_data.ipynb #5c01cc1d
-ROLES = ("system", "user", "assistant")
-
-def check_message(m, i: int) -> list[Problem]:
-    "Problems of the `i`-th message of a chat example (not yet located in a file)."
-    f = f"messages[{i}]"
-    if not isinstance(m, dict): return [Problem.of(f, f"wrong type: expected an object, got {type(m).__name__}")]
-    probs = []
-    if unknown := set(m) - {"role", "content", "weight", "name"}:
-        probs.append(Problem.of(f, f"unknown key: {', '.join(sorted(map(str, unknown)))}"))
-    if not isinstance(m.get("role"), str) or m["role"] not in ROLES:
-        probs.append(Problem.of(f"{f}.role", f"unknown role: {m.get('role')!r} (expected one of {', '.join(ROLES)})"))
-    c = m.get("content")
-    if not isinstance(c, str): probs.append(Problem.of(f"{f}.content", f"non-string content: got {type(c).__name__}"))
-    elif not c.strip(): probs.append(Problem.of(f"{f}.content", "empty content"))
-    if "weight" in m:
-        w = m["weight"]
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
-            probs.append(Problem.of(f"{f}.weight", f"bad weight: must be 0 or 1, got {w!r}"))
-        elif m.get("role") != "assistant":
-            probs.append(Problem.of(f"{f}.weight", "bad weight: only allowed on assistant messages"))
-    return probs
-
-# %% ../nbs/01_data.ipynb #d4f40545
-def check_example(obj, text: bool = False) -> list[Problem]:
-    "Problems of one chat example, not yet located in a file; empty when valid (`text`: a plain-text example)."
-    if not isinstance(obj, dict):
-        return [Problem.of("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}")]
-    if "messages" not in obj: return [Problem.of("messages", "missing key: 'messages'")]
-    msgs = obj["messages"]
-    if not isinstance(msgs, list) or not msgs:
-        return [Problem.of("messages", f"wrong type: messages must be a non-empty list, got {type(msgs).__name__}")]
-    probs = [p for i, m in enumerate(msgs) for p in check_message(m, i)]
-    roles = [m.get("role") for m in msgs if isinstance(m, dict)]
-    if "assistant" not in roles:
-        probs.append(Problem.of("messages", "no assistant turn: nothing to learn from"))
-    elif roles[-1] != "assistant":
-        last = f"messages[{len(msgs) - 1}].role"
-        probs.append(Problem.of(last, "last turn not the assistant's: nothing after it is trained"))
-    first = next((r for r in roles if r != "system"), None)
-    if first == "assistant" and not text:
-        probs.append(Problem.of("messages", "no user turn first: the conversation must start with a user turn "
-                                "(after any system turn)"))
-    return probs
-
-# %% ../nbs/01_data.ipynb #b23b8dcd
-def to_chat(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[dict | None, list[Problem]]:
-    "One record of format `fmt` (None: detect) as a checked chat example (None: unusable), and its problems."
-    ex, probs = convert_record(obj, fmt, mapping)
-    if ex is not None: probs += check_example(ex, text=bool(ex.get("text")))
-    if ex is None or any(p.severity == "error" for p in probs): return None, probs
-    return ex | {"messages": [dict(m) for m in ex["messages"]]}, probs
-
-# %% ../nbs/01_data.ipynb #63f08e82
-def iter_examples(data, log: ProblemLog, fmt: str | None = None, mapping: dict | None = None,
-                  split: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict]]:
-    "Stream `(line, chat example)` from any source; problems go to `log`, bad rows are skipped."
-    name, records = iter_records(data, split, max_line_bytes)
-    # the first good record fixes the format, so a stray row of another shape is reported, not silently mixed in
-    fixed = fmt
-    for n, obj, probs in records:  # the reader's problems are located already
-        ex = None
-        if obj is not None:
-            ex, more = to_chat(obj, fixed, mapping)
-            probs = probs + [p.at(name, n) for p in more]
-            if ex is not None and fixed is None: fixed = detect_format(_apply_mapping(obj, mapping))
-        for p in probs: log.add(p)
-        if ex is not None: yield n, ex
-        elif any(p.severity == "error" for p in probs): log.bad_rows += 1
+__all__ = ['load_examples', 'assistant_spans', 'encode_chat', 'show_label_mask', 'encode_example', 'tokenize_examples',
+           'ChatCollator', 'PrepareStats', 'prepare_data']
 
 # %% ../nbs/01_data.ipynb #13760092
 def load_examples(data,  # path, `sample:NAME`, Hub id, `datasets` object or list of records
@@ -123,384 +44,95 @@ def load_examples(data,  # path, `sample:NAME`, Hub id, `datasets` object or lis
     if not examples: raise DataError.about(data, "no examples: the source is empty")
     return examples
 
-# %% ../nbs/01_data.ipynb #a8554046
+# %% ../nbs/01_data.ipynb #c301c75c
+def _render(tok, messages, **kw) -> str:
+    return tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False,
+                                   **kw)
+
+def assistant_spans(tok, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its trained assistant turns, each through its end-of-turn
+    token."""
+    text, spans = _render(tok, messages), []
+    eot = tok.eos_token
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant": continue
+        before, through = _render(tok, messages[:i], add_generation_prompt=True), _render(tok, messages[:i + 1])
+        if not (through.startswith(before) and text.startswith(through)):
+            raise FinetuneKitError(f"the chat template of {tok.name_or_path!r} renders earlier turns differently once "
+                                   "later turns are added; finetune_kit cannot locate the assistant's tokens. Use a "
+                                   "model whose template is prefix-stable.")
+        if m.get("weight", 1) == 0: continue
+        end = through.rfind(eot, len(before)) if eot else -1
+        spans.append((len(before), end + len(eot) if end >= 0 else len(through)))
+    return text, spans
+
+# %% ../nbs/01_data.ipynb #f1db1a46
+def encode_chat(tok, messages: list[dict], max_seq_len: int = 512, text: bool = False, truncate: bool = True) -> dict:
+    "Token ids of a conversation, with labels equal to the ids on trained assistant tokens and -100 elsewhere."
+    if text:  # continued pre-training: the raw text and an end-of-text token, all trained
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        ids = tok(messages[0]["content"], add_special_tokens=False)["input_ids"] + eos
+        ids = ids[:max_seq_len] if truncate else ids
+        return {"input_ids": ids, "labels": list(ids)}
+    rendered, spans = assistant_spans(tok, messages)
+    enc = tok(rendered, add_special_tokens=False, return_offsets_mapping=True, truncation=truncate,
+              max_length=max_seq_len if truncate else None)
+    sup = lambda a, b: b > a and any(s <= a < e for s, e in spans)
+    labels = [t if sup(a, b) else -100 for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
+    return {"input_ids": enc["input_ids"], "labels": labels}
+
+# %% ../nbs/01_data.ipynb #7c031264
+def show_label_mask(tok, enc: dict):
+    "The tokens of an encoded chat (`encode_chat`) as HTML, the trained ones (those with a label) in green."
+    import html
+    from IPython.display import HTML
+    spans = [f'<span style="background:{"#a6dba0" if lab != -100 else "#eeeeee"};color:#000">'
+             f'{html.escape(tok.decode([i]))}</span>' for i, lab in zip(enc["input_ids"], enc["labels"])]
+    return HTML('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.9">' + "".join(spans) + "</div>")
+
+# %% ../nbs/01_data.ipynb #e3cfffca
+def encode_example(tok, ex: dict, max_seq_len: int = 512, truncate: bool = True) -> dict:
+    "`encode_chat` of one example (chat or plain text)."
+    return encode_chat(tok, ex["messages"], max_seq_len, text=bool(ex.get("text")), truncate=truncate)
+
+def tokenize_examples(tok, examples: list[dict], max_seq_len: int = 512, verbose: bool = True) -> Dataset:
+    "Encode chat examples into a `Dataset` of input_ids and labels; examples left with no trained token are dropped."
+    from datasets import Dataset
+    rows = [encode_example(tok, e, max_seq_len) for e in examples]
+    kept = [r for r in rows if any(l != -100 for l in r["labels"])]
+    if verbose and len(kept) < len(rows):
+        print(f"dropped {len(rows) - len(kept)} example(s) with no assistant token left within "
+              f"max_seq_len={max_seq_len}")
+    if not kept:
+        raise DataError.about("(tokenize)", f"no supervised tokens: no example keeps an assistant token within "
+                              f"{max_seq_len} tokens; raise max_seq_len", "max_seq_len")
+    return Dataset.from_list(kept)
+
+# %% ../nbs/01_data.ipynb #1d4ba008
 @dataclass
-class CleanOptions:
-    "What `clean_text` does: the defaults only normalise what no reader can see; every other step is opt-in."
-    nfc: bool = True  # Unicode NFC: one code point for `é`, not `e` + a combining accent
-    line_endings: bool = True  # Windows `\r\n` and old Mac `\r` line endings -> `\n`
-    control: bool = True  # remove control characters (not tab, newline), zero-width spaces, word joiners, BOMs
-    trim_end: bool = True  # remove whitespace at the very end of a message
-    trim_start: bool = False  # remove whitespace at the very start of a message, the first line's indentation too
-    strip_line_ends: bool = False  # remove spaces and tabs at the end of every line (Markdown's 2-space line break too)
-    strip_lines: bool = False  # remove spaces and tabs at both ends of every line: all indentation is lost
-    collapse_spaces: bool = False  # runs of spaces, tabs, no-break spaces inside a line -> one space (tables lost)
-    squeeze_blank_lines: bool = False  # at most one blank line in a row, in code too
-    strip_html: bool = False  # remove HTML tags, decode entities (BeautifulSoup); also eats `<...>` in code
-    lowercase: bool = False  # classic NLP step: lower-case everything; hurts generation
-    remove_punctuation: bool = False  # classic NLP step: delete ASCII punctuation; hurts generation
-    remove_stopwords: bool = False  # classic NLP step: delete scikit-learn's English stop words; hurts generation
-    stem: bool = False  # classic NLP step: NLTK Porter stemmer; hurts generation
-    min_tokens: int = 0  # drop examples shorter than this (tokens with a tokenizer, else words)
-    max_tokens: int | None = None  # drop examples longer than this
-
-def clean_steps(default: bool | None = None) -> dict[str, str]:
-    "The on/off steps of `CleanOptions` and what each does; `default`: only those on (True) or off (False) by default."
-    from fastcore.docments import docments  # it reads the module's source: in the notebook's own kernel, all None
-    what = docments(CleanOptions)
-    steps = [f for f in fields(CleanOptions) if isinstance(f.default, bool)]
-    return {f.name: what[f.name] for f in steps if default in (None, f.default)}
-
-# %% ../nbs/01_data.ipynb #720dd2ea
-# Invisible characters that carry nothing: C0 controls except tab and newline (\r is `line_endings`' job), DEL, the
-# zero-width space, the word joiner and the byte-order mark. C1 controls (\x80-\x9f) stay: in real data they are
-# Windows-1252 punctuation (’ “ ” …) read as Latin-1, which deleting would lose; fix the file's encoding instead.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u2060\ufeff]")
-_NEWLINE = re.compile(r"\r\n?")
-
-def clean_text(s: str, opts: CleanOptions = CleanOptions()) -> str:
-    "`s` cleaned as `opts` says."
-    o = opts
-    if o.strip_html: s = strip_html(s)
-    s = classic_steps(s, o)  # opt-in: lower-case, punctuation, stop words, stems
-    if o.control: s = _CONTROL.sub("", s)
-    if o.line_endings: s = _NEWLINE.sub("\n", s)
-    if o.nfc: s = unicodedata.normalize("NFC", s)
-    s = whitespace_steps(s, o)  # opt-in: line ends, indentation, runs of spaces, blank lines
-    if o.trim_start: s = s.lstrip()
-    if o.trim_end: s = s.rstrip()
-    return s
-
-# %% ../nbs/01_data.ipynb #d242ae6a
-def cleaning_effects(examples: list[dict],  # chat examples
-                     options: CleanOptions | None = None,  # the cleaning you plan to use; None: `CleanOptions()`
-                     limit: int | None = None,  # look at this many examples, spread evenly over the list; None: all
-                    ) -> list[CleaningEffect]:
-    "For each on/off step of `CleanOptions`: how many examples switching it changes, with one before/after sample."
-    base = options or CleanOptions()
-    if limit and len(examples) > limit: examples = [examples[i * len(examples) // limit] for i in range(limit)]
-    texts = [[m["content"] for m in e["messages"]] for e in examples]
-    as_planned = [[clean_text(t, base) for t in ts] for ts in texts]
-    out = []
-    for name in clean_steps():
-        on = getattr(base, name)
-        flipped = replace(base, **{name: not on})
-        effect = CleaningEffect(name, on, 0, len(examples))
-        for ts, planned in zip(texts, as_planned):
-            other = [clean_text(t, flipped) for t in ts]
-            if other == planned: continue
-            effect.changed += 1
-            if effect.changed == 1:
-                without, with_ = (other, planned) if on else (planned, other)
-                k = next(k for k in range(len(without)) if without[k] != with_[k])
-                effect.before, effect.after = _around_change(without[k], with_[k])
-        out.append(effect)
-    return out
-
-# %% ../nbs/01_data.ipynb #8eaa4e79
-def _n_tokens(texts: list[str], tok=None) -> list[int]:
-    if tok is None: return [len(t.split()) for t in texts]
-    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-
-def clean_example(ex: dict, opts: CleanOptions = CleanOptions()) -> dict:
-    "A copy of `ex` with every message's content cleaned."
-    return {**ex, "messages": [{**m, "content": clean_text(m["content"], opts)} for m in ex["messages"]]}
-
-def clean_examples(
-    examples: list[dict], opts: CleanOptions = CleanOptions(), tok=None, verbose: bool = True
-) -> tuple[list[dict], Counter]:
-    "Cleaned examples, without those left empty or outside the length limits; and the counts of drops by reason."
-    out, dropped = [], Counter()
-    cleaned = [clean_example(e, opts) for e in examples]
-    lens = (
-        _n_tokens(["\n".join(m["content"] for m in e["messages"]) for e in cleaned], tok)
-        if opts.min_tokens or opts.max_tokens
-        else None
-    )
-    for i, e in enumerate(cleaned):
-        if any(not m["content"] for m in e["messages"]): dropped["empty after cleaning"] += 1
-        elif lens and lens[i] < opts.min_tokens: dropped[f"shorter than min_tokens={opts.min_tokens}"] += 1
-        elif lens and opts.max_tokens and lens[i] > opts.max_tokens:
-            dropped[f"longer than max_tokens={opts.max_tokens}"] += 1
-        else: out.append(e)
-    if verbose and dropped:
-        print(
-            f"cleaning dropped {sum(dropped.values())} example(s): " + ", ".join(f"{n} {r}" for r, n in dropped.items())
-        )
-    return out, dropped
-
-# %% ../nbs/01_data.ipynb #d72a0fcb
-def _norm(s: str) -> str: return " ".join(unicodedata.normalize("NFC", s).casefold().split())
-
-def exact_key(ex: dict) -> bytes:
-    "A 16-byte hash of the normalised conversation: equal for exact duplicates."
-    text = "\x1e".join(f"{m['role']}\x1f{_norm(m['content'])}" for m in ex["messages"])
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-_WORD = re.compile(r"\w+")
-def shingles(ex: dict, n: int = 3) -> list[bytes]:
-    """Word n-grams of the non-system turns (the system prompt is shared by design, so it is not evidence of
-    duplication)."""
-    w = _WORD.findall(_norm(" ".join(m["content"] for m in ex["messages"] if m["role"] != "system")))
-    return list({" ".join(w[i:i + n]).encode() for i in range(max(1, len(w) - n + 1))})
-
-def minhashes(examples: list[dict], num_perm: int = 128, ngram: int = 3, seed: int = 1) -> list:
-    "datasketch MinHash signatures of `examples` (computed in bulk with numpy)."
-    from datasketch import LeanMinHash, MinHash
-    return [LeanMinHash(m) for m in MinHash.bulk([shingles(e, ngram) for e in examples], num_perm=num_perm, seed=seed)]
-
-# %% ../nbs/01_data.ipynb #1a6a0bb7
-@dataclass
-class Duplicates:
-    "Duplicate clusters of a list of examples."
-    group: list[int]  # cluster id of each example (an example alone is its own cluster)
-    clusters: list[list[int]]  # clusters of two or more examples, each sorted; the first is kept
-    n_exact: int  # examples that are exact copies of an earlier one
-    n_near: int  # further examples that are near-copies
-    @property
-    def keep(self) -> list[int]:
-        "Indices to keep: one per cluster, in the original order."
-        seen, out = set(), []
-        for i, g in enumerate(self.group):
-            if g not in seen:
-                seen.add(g)
-                out.append(i)
-        return out
-
-    def __repr__(self):
-        return (
-            f"Duplicates({len(self.group)} examples: {self.n_exact} exact and {self.n_near} near copies in "
-            f"{len(self.clusters)} clusters; {len(self.keep)} to keep)"
-        )
-
-# %% ../nbs/01_data.ipynb #8ba11ed9
-def _components(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    a = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    g = coo_matrix((np.ones(len(a), dtype=np.int8), (a[:, 0], a[:, 1])), shape=(n, n))
-    return connected_components(g, directed=False)[1]
-
-def near_pairs(sigs: list, threshold: float = 0.8, others: list | None = None) -> list[tuple[int, int, float]]:
-    "(i, j, similarity) of near-duplicate pairs within `sigs` (i < j), or between `others` (i) and `sigs` (j)."
-    from datasketch import MinHashLSH
-    # candidates from a lower LSH threshold weighted against misses, then checked against `threshold`:
-    # measured on planted near-copies, LSH at the threshold itself missed about 1 pair in 20 near the limit
-    lsh = MinHashLSH(threshold=0.9 * threshold, num_perm=len(sigs[0].hashvalues) if sigs else 128, weights=(0.3, 0.7))
-    with lsh.insertion_session() as s:
-        for j, m in enumerate(sigs): s.insert(j, m, check_duplication=False)
-    queries, out = (others if others is not None else sigs), []
-    for i, m in enumerate(queries):
-        for j in lsh.query(m):
-            if (others is not None or j > i) and (sim := m.jaccard(sigs[j])) >= threshold: out.append((i, j, sim))
-    return out
-
-# %% ../nbs/01_data.ipynb #1a043a74
-def find_duplicates(
-    examples: list[dict],
-    threshold: float | None = 0.8,  # Jaccard similarity of word n-grams for near copies; None: exact only
-    num_perm: int = 128,  # MinHash permutations: more is more precise and slower
-    ngram: int = 3,  # words per shingle
-) -> Duplicates:
-    "Exact (hash) and near (MinHash LSH, Jaccard >= `threshold`; None: exact only) duplicate clusters."
-    n, first, pairs = len(examples), {}, []
-    for i, e in enumerate(examples):
-        k = exact_key(e)
-        if k in first: pairs.append((first[k], i))
-        else: first[k] = i
-    n_exact = len(pairs)
-    if threshold is not None and n > 1:
-        pairs += [(i, j) for i, j, _ in near_pairs(minhashes(examples, num_perm, ngram), threshold)]
-    comp = _components(n, pairs) if n else np.zeros(0, dtype=int)
-    members = defaultdict(list)
-    for i, c in enumerate(comp): members[int(c)].append(i)
-    clusters = sorted((m for m in members.values() if len(m) > 1), key=lambda m: m[0])
-    n_dup = sum(len(c) - 1 for c in clusters)
-    return Duplicates([int(c) for c in comp], clusters, n_exact, n_dup - n_exact)
-
-def drop_duplicates(examples: list[dict], dups: Duplicates | None = None, verbose: bool = True, **kw) -> list[dict]:
-    "One example per duplicate cluster (`kw` go to `find_duplicates`)."
-    dups = dups or find_duplicates(examples, **kw)
-    if verbose: print(dups)
-    return [examples[i] for i in dups.keep]
-
-# %% ../nbs/01_data.ipynb #ca329f68
-def _count(size: float, n: int) -> int:
-    return int(size) if size >= 1 else round(size * n)
-
-def example_label(ex: dict) -> str:
-    "The label of an example: its `label` field, else its last answer."
-    return str(ex["label"]) if "label" in ex else ex["messages"][-1]["content"]
-
-def class_labels(examples: list[dict], stratify: str | Callable | None = "auto") -> list | None:
-    """Label of each example for stratifying: `stratify` names a field or is a function; "auto": labels only when they
-    look like classes."""
-    if stratify is None or stratify is False: return None
-    if callable(stratify): return [stratify(e) for e in examples]
-    if isinstance(stratify, str) and stratify != "auto": return [str(e.get(stratify)) for e in examples]
-    labels = [example_label(e) for e in examples]
-    counts = Counter(labels)
-    # a label is a class when there are few distinct answers, each seen often enough to spread over three splits
-    return labels if len(counts) <= 50 and min(counts.values()) >= 5 else None
-
-def _quotas(sizes: dict, target: int) -> dict:
-    "Largest-remainder allocation of `target` over strata proportional to `sizes`."
-    total = sum(sizes.values()) or 1
-    raw = {k: target * v / total for k, v in sizes.items()}
-    q = {k: int(r) for k, r in raw.items()}
-    for k in sorted(raw, key=lambda k: raw[k] - q[k], reverse=True)[:target - sum(q.values())]: q[k] += 1
-    return q
-
-# %% ../nbs/01_data.ipynb #51fd8290
-def _connected(*partitions: list) -> list[int]:
-    "One id per item, shared by items that share a (non-None) id in any of the `partitions`: connected components."
-    parent = list(range(len(partitions[0])))
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-    for ids in partitions:
-        first = {}
-        for i, g in enumerate(ids):
-            if g is None: continue
-            j = first.setdefault(g, i)
-            parent[root(i)] = root(j)
-    return [root(i) for i in range(len(parent))]
-
-def example_groups(examples: list[dict], duplicate_groups: list) -> list[int]:
-    "The groups a split keeps whole: a near-duplicate cluster and the examples sharing a `group` key, joined."
-    return _connected(duplicate_groups, [e.get("group") for e in examples])
-
-# %% ../nbs/01_data.ipynb #28c79c3c
-def _deal(members: dict, strata: dict, want: dict, rng: random.Random) -> dict[str, list[int]]:
-    "Whole groups to test / validation while they fit that split's quota of their label; the rest to train."
-    out = {"train": [], "validation": [], "test": []}
-    for s in sorted(strata):
-        gs = sorted(strata[s], key=lambda g: members[g][0])
-        rng.shuffle(gs)
-        left = {k: want[k][s] for k in want}
-        for g in gs:
-            k = next((k for k in ("test", "validation") if 0 < len(members[g]) <= left[k]), "train")
-            if k != "train": left[k] -= len(members[g])
-            out[k] += members[g]
-    return out
-
-def _fill_empty(out: dict, targets: dict, gid: list, members: dict, rng: random.Random) -> None:
-    "Groups larger than every label's share leave a split empty: deal it whole groups while that gets it closer."
-    for k, target in targets.items():
-        if out[k] or not target: continue
-        spare = sorted({gid[i] for i in out["train"]}, key=lambda g: members[g][0])
-        rng.shuffle(spare)
-        for g in spare:
-            if abs(target - len(out[k]) - len(members[g])) >= abs(target - len(out[k])): continue
-            out[k] += members[g]
-            out["train"] = [i for i in out["train"] if gid[i] != g]
-
-# %% ../nbs/01_data.ipynb #4a4d23f4
-def split_examples(
-    examples: list[dict],
-    val_size: float = 0.1,  # fraction (< 1) or count of validation examples
-    test_size: float = 0.1,  # fraction (< 1) or count of test examples
-    seed: int = 0,  # the same seed gives the same split
-    groups: str | list | None = "duplicates",  # "duplicates" (and each example's `group`), an id per example, or None
-    stratify: str | Callable | None = "auto",  # "auto", a field name, a function of an example, or None
-    threshold: float | None = 0.8,  # near-duplicate similarity for `groups="duplicates"`; None: exact only
-) -> dict[str, list[dict]]:
-    """Deterministic train / validation / test split that keeps duplicate clusters (or `groups`) whole, stratified by
-    label."""
-    n = len(examples)
-    n_val, n_test = _count(val_size, n), _count(test_size, n)
-    if n_val + n_test >= n:
-        raise DataError.about("(split)", f"too small to split: {n_val} validation + {n_test} test examples leave "
-                              f"none of {n} for training", "val_size/test_size")
-    if groups == "duplicates":  # a duplicate cluster, or examples sharing a `group`: one connected group
-        gid = example_groups(examples, find_duplicates(examples, threshold).group)
-    else: gid = list(groups) if groups is not None else list(range(n))
-    labels = class_labels(examples, stratify) or [""] * n
-    members = defaultdict(list)
-    for i, g in enumerate(gid): members[g].append(i)
-    strata = defaultdict(list)  # a cluster belongs to the stratum of its first member
-    for g, m in members.items(): strata[labels[m[0]]].append(g)
-    rng = random.Random(seed)
-    sizes = {s: sum(len(members[g]) for g in gs) for s, gs in strata.items()}
-    out = _deal(members, strata, {"test": _quotas(sizes, n_test), "validation": _quotas(sizes, n_val)}, rng)
-    _fill_empty(out, {"test": n_test, "validation": n_val}, gid, members, rng)
-    return {k: [examples[i] for i in sorted(v, key=lambda i: rng.random())] for k, v in out.items()}
-
-# %% ../nbs/01_data.ipynb #4bc42f7b
-@dataclass
-class Leakage:
-    "Test examples that also occur, exactly or nearly, in the training set."
-    n_test: int
-    exact: list[int]  # test indices with an exact copy in train
-    near: list[tuple[int, int, float]]  # (test index, train index, similarity) of other near-copies
-    @property
-    def leaked(self) -> set[int]: return set(self.exact) | {i for i, _, _ in self.near}
-    @property
-    def fraction(self) -> float: return len(self.leaked) / max(self.n_test, 1)
-
-    def __repr__(self):
-        return (
-            f"Leakage({len(self.leaked)} of {self.n_test} test examples ({self.fraction:.1%}) are in train: "
-            f"{len(self.exact)} exact, {len(self.leaked) - len(self.exact)} near)"
-        )
-
-def check_leakage(train: list[dict], test: list[dict],
-                  threshold: float | None = 0.8,  # Jaccard similarity for near copies; None: exact copies only
-                  num_perm: int = 128,  # MinHash permutations
-                 ) -> Leakage:
-    "How much of `test` is in `train`: exact copies (hash) and near-copies (MinHash LSH, Jaccard >= `threshold`)."
-    keys = {exact_key(e) for e in train}
-    exact = [i for i, e in enumerate(test) if exact_key(e) in keys]
-    near = []
-    if threshold is not None and train and test:
-        near = [
-            p
-            for p in near_pairs(minhashes(train, num_perm), threshold, others=minhashes(test, num_perm))
-            if p[0] not in set(exact)
-        ]
-    return Leakage(len(test), exact, near)
-
-# %% ../nbs/01_data.ipynb #44bc9472
-def load_splits(train,  # any source `load_examples` reads, or a `DatasetDict` with its own splits
-                validation=None,  # your validation source, kept as it is; None: cut from `train`
-                test=None,  # your test source, kept as it is; None: cut from `train`
-                val_size: float = 0.1, test_size: float = 0.1, seed: int = 0,  # for the splits cut from `train`
-                drop_leaks: bool = True,  # drop training examples that (nearly) copy a validation/test example
-                threshold: float | None = 0.8,  # near-duplicate similarity; None: exact only
-                clean: CleanOptions | None = None,  # clean every split with these options
-                dedup: bool = False,  # keep one training example per duplicate cluster
-                verbose: bool = True, **load_kw,  # `load_kw`: `strict`, `fmt`, `mapping`, ... of `load_examples`
-               ) -> dict[str, list[dict]]:
-    "Train / validation / test from your files: splits you give are kept as they are, the others are cut from `train`."
-    from datasets import DatasetDict
-    if isinstance(train, DatasetDict) and validation is None and test is None:
-        validation = train["validation"] if "validation" in train else None
-        test = train["test"] if "test" in train else None
-        train = train["train"]
-    def read(src):
-        ex = load_examples(src, verbose=verbose, **load_kw)
-        return clean_examples(ex, clean, verbose=verbose)[0] if clean else ex
-    given = {k: read(v) for k, v in (("validation", validation), ("test", test)) if v is not None}
-    rest = read(train)
-    if dedup: rest = drop_duplicates(rest, threshold=threshold, verbose=verbose)
-    if drop_leaks and given:
-        leaked = set()
-        for k, held in given.items():
-            lk = check_leakage(held, rest, threshold)  # which *train* rows are in the held-out split
-            leaked |= lk.leaked
-        if verbose and leaked:
-            print(f"dropped {len(leaked)} training example(s) that are (near-)copies of your validation/test examples")
-        rest = [e for i, e in enumerate(rest) if i not in leaked]
-    cut = split_examples(
-        rest, 0 if "validation" in given else val_size, 0 if "test" in given else test_size, seed, threshold=threshold
-    )
-    return {
-        "train": cut["train"],
-        "validation": given.get("validation", cut["validation"]),
-        "test": given.get("test", cut["test"]),
-    }
+class ChatCollator:
+    """Pads a batch on the right; padding is masked by position (pad id == end-of-turn id in SmolLM2). `packed`: no
+    padding, the examples end to end in one row, each with positions from 0 (for varlen attention kernels)."""
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    packed: bool = False
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        import torch
+        if self.packed:
+            labels = [torch.tensor(b["labels"]) for b in batch]
+            for l in labels: l[0] = -100  # a first token is no one's next token: the row before it ends its own example
+            return {"input_ids": torch.tensor([t for b in batch for t in b["input_ids"]])[None],
+                    "labels": torch.cat(labels)[None],
+                    "position_ids": torch.cat([torch.arange(len(b["input_ids"])) for b in batch])[None]}
+        n = max(len(b["input_ids"]) for b in batch)
+        if self.pad_to_multiple_of: n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = torch.full((len(batch), n), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for i, b in enumerate(batch):
+            k = len(b["input_ids"])
+            ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"]), 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 # %% ../nbs/01_data.ipynb #aae786c3
 @dataclass
@@ -552,103 +184,3 @@ def prepare_data(data,  # any source `load_examples` reads
         # raised inside the block, so a strict run with errors writes nothing
         if strict and stats.log.n_errors: raise DataError(stats.log.problems, log=stats.log)
     return stats
-
-# %% ../nbs/01_data.ipynb #c301c75c
-def _render(tok, messages, **kw) -> str:
-    return tok.apply_chat_template(
-        [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False, **kw
-    )
-
-def assistant_spans(tok, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its trained assistant turns, each through its end-of-turn
-    token."""
-    text, spans = _render(tok, messages), []
-    eot = tok.eos_token
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant": continue
-        before, through = _render(tok, messages[:i], add_generation_prompt=True), _render(tok, messages[:i + 1])
-        if not (through.startswith(before) and text.startswith(through)):
-            raise FinetuneKitError(
-                f"the chat template of {tok.name_or_path!r} renders earlier turns differently once later turns are "
-                "added; "
-                "finetune_kit cannot locate the assistant's tokens. Use a model whose template is prefix-stable."
-            )
-        if m.get("weight", 1) == 0: continue
-        end = through.rfind(eot, len(before)) if eot else -1
-        spans.append((len(before), end + len(eot) if end >= 0 else len(through)))
-    return text, spans
-
-# %% ../nbs/01_data.ipynb #f1db1a46
-def encode_chat(tok, messages: list[dict], max_seq_len: int = 512, text: bool = False, truncate: bool = True) -> dict:
-    "Token ids of a conversation, with labels equal to the ids on trained assistant tokens and -100 elsewhere."
-    if text:  # continued pre-training: the raw text and an end-of-text token, all trained
-        ids = tok(messages[0]["content"], add_special_tokens=False)["input_ids"] + (
-            [tok.eos_token_id] if tok.eos_token_id is not None else []
-        )
-        ids = ids[:max_seq_len] if truncate else ids
-        return {"input_ids": ids, "labels": list(ids)}
-    rendered, spans = assistant_spans(tok, messages)
-    enc = tok(
-        rendered,
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        truncation=truncate,
-        max_length=max_seq_len if truncate else None,
-    )
-    sup = lambda a, b: b > a and any(s <= a < e for s, e in spans)
-    labels = [t if sup(a, b) else -100 for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
-    return {"input_ids": enc["input_ids"], "labels": labels}
-
-# %% ../nbs/01_data.ipynb #7c031264
-def show_label_mask(tok, enc: dict):
-    "The tokens of an encoded chat (`encode_chat`) as HTML, the trained ones (those with a label) in green."
-    import html
-    from IPython.display import HTML
-    spans = [f'<span style="background:{"#a6dba0" if lab != -100 else "#eeeeee"};color:#000">'
-             f'{html.escape(tok.decode([i]))}</span>' for i, lab in zip(enc["input_ids"], enc["labels"])]
-    return HTML('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.9">' + "".join(spans) + "</div>")
-
-# %% ../nbs/01_data.ipynb #e3cfffca
-def encode_example(tok, ex: dict, max_seq_len: int = 512, truncate: bool = True) -> dict:
-    "`encode_chat` of one example (chat or plain text)."
-    return encode_chat(tok, ex["messages"], max_seq_len, text=bool(ex.get("text")), truncate=truncate)
-
-def tokenize_examples(tok, examples: list[dict], max_seq_len: int = 512, verbose: bool = True) -> Dataset:
-    "Encode chat examples into a `Dataset` of input_ids and labels; examples left with no trained token are dropped."
-    from datasets import Dataset
-    rows = [encode_example(tok, e, max_seq_len) for e in examples]
-    kept = [r for r in rows if any(l != -100 for l in r["labels"])]
-    if verbose and len(kept) < len(rows):
-        print(
-            f"dropped {len(rows) - len(kept)} example(s) with no assistant token left within max_seq_len={max_seq_len}"
-        )
-    if not kept:
-        raise DataError.about("(tokenize)", f"no supervised tokens: no example keeps an assistant token within "
-                              f"{max_seq_len} tokens; raise max_seq_len", "max_seq_len")
-    return Dataset.from_list(kept)
-
-# %% ../nbs/01_data.ipynb #1d4ba008
-@dataclass
-class ChatCollator:
-    """Pads a batch on the right; padding is masked by position (pad id == end-of-turn id in SmolLM2). `packed`: no
-    padding, the examples end to end in one row, each with positions from 0 (for varlen attention kernels)."""
-    pad_token_id: int
-    pad_to_multiple_of: int | None = None
-    packed: bool = False
-    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        import torch
-        if self.packed:
-            labels = [torch.tensor(b["labels"]) for b in batch]
-            for l in labels: l[0] = -100  # a first token is no one's next token: the row before it ends its own example
-            return {"input_ids": torch.tensor([t for b in batch for t in b["input_ids"]])[None],
-                    "labels": torch.cat(labels)[None],
-                    "position_ids": torch.cat([torch.arange(len(b["input_ids"])) for b in batch])[None]}
-        n = max(len(b["input_ids"]) for b in batch)
-        if self.pad_to_multiple_of: n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids = torch.full((len(batch), n), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), n), dtype=torch.long)
-        for i, b in enumerate(batch):
-            k = len(b["input_ids"])
-            ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"]), 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

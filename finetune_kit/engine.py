@@ -23,9 +23,11 @@ from transformers.generation.streamers import BaseStreamer
 from .api_errors import APIError
 from .registry import ModelRegistry, _Served, _Weights
 from .scoring import common_prefix, join_caches, left_pad_join, prefill_inputs
+from .structured import Constraint, FormatError, compile_schema, token_bytes
 
 # %% auto #0
-__all__ = ['PREFIX_MIN_TOKENS', 'PREFIX_HISTORY', 'context_length', 'render_chat', 'generate_reply', 'queue_reply']
+__all__ = ['PREFIX_MIN_TOKENS', 'PREFIX_HISTORY', 'context_length', 'render_chat', 'generate_reply', 'TokenRules',
+           'token_logprob', 'content_logprobs', 'queue_reply']
 
 # %% ../nbs/api/04c_engine.ipynb #28472aff
 def _held_back(text: str, stops: list[str]) -> int:
@@ -180,6 +182,64 @@ def _batchable(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
+# %% ../nbs/api/04c_engine.ipynb #1bb1b4fc
+@dataclass
+class TokenRules:
+    "What one request asks of each next token: OpenAI's `logit_bias`, penalties, `response_format`, `logprobs`."
+    bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    presence: float = 0.0  # subtracted once a token has appeared
+    frequency: float = 0.0  # subtracted per appearance
+    constraint: Constraint | None = None  # the grammar of `response_format`, if any
+    top_logprobs: int | None = None  # None: no logprobs; else how many alternatives per position (0 to 20)
+    counts: dict[int, int] = field(default_factory=dict)  # generated token -> times
+
+    @classmethod
+    def of(cls, rules: dict | None, tok) -> TokenRules:
+        "The rules of a request's `gen['rules']` (None: none), its grammar compiled for `tok`."
+        r = dict(rules or {})
+        grammar = r.pop("grammar", None)
+        return cls(**r, constraint=Constraint(tok, grammar) if grammar else None)
+
+    def shape(self, logits: torch.Tensor) -> torch.Tensor:
+        "A row's next-token logits with the bias, penalties and grammar applied (a copy; `logits` is left as is)."
+        if not (self.bias or self.constraint or (self.counts and (self.presence or self.frequency))): return logits
+        out = logits.float().clone()
+        if self.bias:
+            out[torch.tensor(list(self.bias), device=out.device)] += torch.tensor(list(self.bias.values()),
+                                                                                  device=out.device)
+        if self.counts and (self.presence or self.frequency):
+            ids = torch.tensor(list(self.counts), device=out.device)
+            n = torch.tensor(list(self.counts.values()), dtype=out.dtype, device=out.device)
+            out[ids] -= self.frequency * n + self.presence
+        return self.constraint.mask(out) if self.constraint else out
+
+    def took(self, token: int) -> None:
+        "Record `token` as generated (for the penalties) and move the grammar past it."
+        self.counts[token] = self.counts.get(token, 0) + 1
+        if self.constraint: self.constraint.advance(token)
+
+    @property
+    def finished(self) -> bool: return bool(self.constraint and self.constraint.done)
+
+# %% ../nbs/api/04c_engine.ipynb #2b7ef70c
+def token_logprob(logits: torch.Tensor, token: int, top: int, tok) -> dict:
+    "OpenAI's `ChatCompletionTokenLogprob` of `token` under a row's `logits`, with its `top` likeliest alternatives."
+    lp = logits.float().log_softmax(-1)
+    def one(t: int, value: float) -> dict:
+        b = token_bytes(tok, t)
+        return {"token": b.decode("utf-8", "replace"), "logprob": value, "bytes": list(b)}
+    alts = [] if not top else [one(int(t), float(v)) for v, t in zip(*lp.topk(top))]
+    return {**one(token, float(lp[token])), "top_logprobs": alts}
+
+def content_logprobs(entries: list[dict], text: str) -> list[dict]:
+    "The entries of the tokens that make up `text` (not those of a cut stop string or the end-of-turn token)."
+    out, size, n = [], 0, len(text.encode())
+    for e in entries:
+        if size >= n: break
+        out.append(e)
+        size += len(e["bytes"])
+    return out
+
 # %% ../nbs/api/04c_engine.ipynb #3e83756f
 PREFIX_MIN_TOKENS = 16  # a prefix is cached when it saves a request at least this many tokens of prefill
 PREFIX_HISTORY = 32  # recent prompts that a new prompt is compared with, to find a shared prefix
@@ -254,6 +314,7 @@ class _Request:
     cancel: threading.Event
     on_text: Any = None
     on_start: Any = None
+    on_logprob: Any = None  # with `logprobs`: called with each token's entry, before its text
     future: Future = field(default_factory=Future)
 
     @property
@@ -272,17 +333,25 @@ class _Row:
     max_tokens: int
     prompt_tokens: int
     pick: Any
+    rules: TokenRules = field(default_factory=TokenRules)
+    entries: list = field(default_factory=list)  # with `logprobs`: one per generated token
     next_token: int = -1
 
     def take(self, token: int) -> bool:
         "Add `token` to the reply; whether the row is done (end of turn, stop string, budget, client gone)."
         self.next_token = token
+        if self.rules.top_logprobs is not None and token not in self.reply.eos_ids and self.req.on_logprob:
+            self.req.on_logprob(self.entries[-1])
+        self.rules.took(token)
         self.reply.put(torch.tensor([token]))
+        if self.rules.finished: self.reply.done = True  # the grammar is complete: nothing may follow
         return self.reply.done or len(self.reply.ids) >= self.max_tokens or self.req.cancel.is_set()
 
     def finish(self):
         self.reply.end()
-        self.req.future.set_result(_outcome(self.reply, self.max_tokens, self.prompt_tokens))
+        out = _outcome(self.reply, self.max_tokens, self.prompt_tokens)
+        if self.rules.top_logprobs is not None: out["logprobs"] = content_logprobs(self.entries, out["text"])
+        self.req.future.set_result(out)
 
 # %% ../nbs/api/04c_engine.ipynb #a47e344a
 class _Batch:
@@ -402,7 +471,7 @@ def _row(self: _Scheduler, model, req: _Request) -> tuple[_Row, list[int]] | Non
         reply = _Reply(tok, _eos_ids(model, tok), [s for s in g["stop"] if s], req.on_text, req.cancel)
         reply.prompt_seen = True
         pick = _pick_token(g["temperature"], g["top_p"], g["seed"], next(model.parameters()).device)
-        row = _Row(req, reply, max_tokens, len(ids), pick)
+        row = _Row(req, reply, max_tokens, len(ids), pick, TokenRules.of(g.get("rules"), tok))
     except Exception as err:
         req.fail(err)
         return None
@@ -435,8 +504,10 @@ def _admit(self: _Scheduler, model, batch: _Batch, reqs: list[_Request], prefixe
 def _alone(self: _Scheduler, model, req: _Request):
     "Answer `req` by itself with `generate_reply` (a model whose cache cannot be batched)."
     try:
+        _no_rules(req.gen, "this model's cache cannot be batched")
+        gen = {k: v for k, v in req.gen.items() if k != "rules"}
         out = generate_reply(model, req.entry.tok, req.messages, on_text=req.on_text, on_start=req.on_start,
-                             cancel=req.cancel, **req.gen)
+                             cancel=req.cancel, **gen)
         req.future.set_result(out)
     except Exception as err: req.fail(err)
 
@@ -445,7 +516,10 @@ def _advance(self: _Scheduler, batch: _Batch, rows: list[_Row], logits: torch.Te
     "Give each of `rows` its next token from its `logits`; rows that are done leave `batch` and send their reply."
     done = set()
     for row, row_logits in zip(rows, logits):
-        if row.take(row.pick(row_logits)):
+        token = row.pick(row.rules.shape(row_logits))
+        if row.rules.top_logprobs is not None:
+            row.entries.append(token_logprob(row_logits, token, row.rules.top_logprobs, row.req.entry.tok))
+        if row.take(token):
             row.finish()
             done.add(row)
     batch.keep([r for r in batch.rows if r not in done])
@@ -462,18 +536,38 @@ def _submit(registry: ModelRegistry, name: str, job):
         finally: e.slots.release()
     return registry.pool.submit(run)
 
+_RULE_PARAMS = {"bias": "logit_bias", "presence": "presence_penalty", "frequency": "frequency_penalty",
+                "grammar": "response_format", "schema": "response_format", "top_logprobs": "logprobs"}
+
+def _no_rules(gen: dict, why: str) -> None:
+    "A 400 naming the first parameter of `gen['rules']` in use, which needs the batching engine (`why` it is off)."
+    for k, v in (gen.get("rules") or {}).items():
+        if v is not None and (k == "top_logprobs" or v not in ({}, 0.0)):
+            raise APIError(400, f"{_RULE_PARAMS[k]} needs continuous batching: {why}", param=_RULE_PARAMS[k])
+
 def queue_reply(registry: ModelRegistry, name: str, messages: list[dict], gen: dict, cancel: threading.Event,
-                on_text=None, on_start=None) -> Future:
+                on_text=None, on_start=None, on_logprob=None) -> Future:
     """A future of `name`'s reply to `messages`: joins the model's running batch, or (batching off) queues
-    `generate_reply` on the generation pool; a 429 `APIError` when `name` has a full queue."""
+    `generate_reply` on the generation pool; a 429 `APIError` when `name` has a full queue, a 400 when its
+    `response_format` cannot be enforced."""
     if not registry.batching:
-        job = lambda m, t: generate_reply(m, t, messages, on_text=on_text, on_start=on_start, cancel=cancel, **gen)
+        _no_rules(gen, "the server runs with batching off")
+        plain = {k: v for k, v in gen.items() if k != "rules"}
+        job = lambda m, t: generate_reply(m, t, messages, on_text=on_text, on_start=on_start, cancel=cancel, **plain)
         return _submit(registry, name, job)
     e = registry.entry(name)
     w = registry._weights_of(e)  # finds the tokenizer on the first request (a load error is this request's answer)
+    if rules := gen.get("rules"):  # a schema is compiled now, for this tokenizer: a bad one is a 400 now
+        schema, rules = rules.get("schema"), {k: v for k, v in rules.items() if k != "schema"}
+        if schema is not None:
+            try: rules["grammar"] = compile_schema(e.tok, schema)
+            except FormatError as err: raise APIError(400, str(err), param=err.param) from None
+        if any(not 0 <= t < len(e.tok) for t in rules.get("bias", {})):
+            raise APIError(400, f"logit_bias: token ids are 0 to {len(e.tok) - 1} for {name}", param="logit_bias")
+        gen = {**gen, "rules": rules}
     if not e.slots.acquire(blocking=False):
         raise APIError(429, f"model '{name}' has {registry.max_queue} requests waiting; retry later", code="queue_full")
-    req = _Request(e, messages, gen, cancel, on_text, on_start)
+    req = _Request(e, messages, gen, cancel, on_text, on_start, on_logprob)
     req.future.add_done_callback(lambda _: e.slots.release())
     with registry._lock:
         if w.scheduler is None: w.scheduler = _Scheduler(registry, w)

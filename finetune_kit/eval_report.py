@@ -20,7 +20,7 @@ from .runs import RunDir, RunError, run_base_model
 
 # %% auto #0
 __all__ = ['PRIMARY', 'FIT_EXAMPLES', 'EvalError', 'EvalReport', 'pair_samples', 'save_report', 'split_file', 'eval_inputs',
-           'other_splits', 'base_model_of']
+           'other_splits', 'base_model_of', 'diagnose_fit']
 
 # %% ../nbs/api/11_eval_report.ipynb #79a34c67
 class EvalError(FinetuneKitError):
@@ -158,3 +158,38 @@ def base_model_of(model, run_dir: str | Path):
     base = load_model(str(run_base_model(run_dir)), next(model.parameters()).device.type)[0].eval()
     try: yield base
     finally: del base
+
+# %% ../nbs/api/11_eval_report.ipynb #9d6ce92e
+def diagnose_fit(curve: list[dict], losses: dict[str, float], base_loss: float | None = None, split: str = "test",
+                 rise: float = 0.02, gap: float = 2.0, min_gap: float = 0.1, little: float = 0.9) -> dict:
+    """Overfitting and underfitting warnings from a run's loss `curve`, the fine-tuned `losses` per split and the base
+    model's loss on `split`."""
+    warnings, notes = [], []
+    tr = [(r["step"], r["loss"]) for r in curve if "loss" in r]
+    ev = [(r["step"], r["eval_loss"]) for r in curve if "eval_loss" in r]
+    if len(ev) >= 2:
+        best = min(ev, key=lambda p: p[1])
+        last = ev[-1]
+        train_at = lambda s: min((p for p in tr if p[0] <= s), key=lambda p: s - p[0], default=(s, float("nan")))[1]
+        if last[1] > best[1] * (1 + rise) and train_at(last[0]) < train_at(best[0]):
+            warnings.append(
+                f"overfitting: validation loss rose from {best[1]:.4g} (step {best[0]}) to {last[1]:.4g} (step "
+                f"{last[0]}) "
+                f"while training loss fell from {train_at(best[0]):.4g} to {train_at(last[0]):.4g}; "
+                f"stop near step {best[0]} (fewer epochs or max_steps) or add training data"
+            )
+    else:
+        notes.append(
+            f"{len(ev)} validation point(s) in the loss curve: too few to see when validation loss starts rising"
+        )
+    t, v = losses.get("train"), losses.get("validation", losses.get("test"))
+    if t is not None and v is not None and v > gap * t and v - t > min_gap:
+        warnings.append(f"overfitting: held-out loss {v:.4g} is {v / t:.1f}x the training loss {t:.4g}; "
+                        "use fewer epochs, a smaller learning rate or lora_r, or more data")
+    if base_loss is not None and split in losses and losses[split] >= little * base_loss:
+        warnings.append(
+            f"underfitting: the {split} loss {losses[split]:.4g} is "
+            f"{'barely below' if losses[split] < base_loss else 'not below'} the base model's {base_loss:.4g}; "
+            "train longer (epochs) or with a higher learning_rate"
+        )
+    return {"losses": losses, "base_loss": base_loss, "warnings": warnings, "notes": notes}

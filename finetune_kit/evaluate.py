@@ -6,191 +6,24 @@ Docs: https://finetune-kit.github.io/finetune_kit/evaluate.html.md"""
 
 # %% ../nbs/04_evaluate.ipynb #b2f3feea
 from __future__ import annotations
-import json, math, random, re, shutil, string, sys, time
-from collections import Counter
-from dataclasses import dataclass
+import sys, time
 from pathlib import Path
 
-import datasets
-import evaluate
 import torch
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from .core import atomic_open
-from .config import FinetuneConfig, smoke_cap
-from .data import ChatCollator, load_examples, tokenize_examples
+from .data import ChatCollator, tokenize_examples
 from .model import generate_replies
 from .scoring import Scores, score_examples  # one prefill a prompt: a reference notebook
-from .sample_data import write_jsonl
-from .runs import RunDir, plot_losses, read_metrics
-from .train import course_config, load_run, train
-from .eval_report import (FIT_EXAMPLES, EvalError, EvalReport, base_model_of, eval_inputs, other_splits,
-                                      pair_samples, save_report)
+from .runs import read_metrics
+from .train import load_run
+# the plumbing, in the reference notebooks api/11_eval_report and api/11b_metrics
+from .eval_report import (FIT_EXAMPLES, EvalError, EvalReport, base_model_of, diagnose_fit, eval_inputs,
+                                      other_splits, pair_samples, save_report)
+from .metrics import Task, infer_task, load_metric, parse_label, plot_report, score_answers
 
 # %% auto #0
-__all__ = ['INVALID', 'METRICS', 'TASKS', 'FOLD_METHODS', 'TITLES_LESSON', 'normalize_answer', 'SacreBleu', 'Rouge', 'ExactMatch',
-           'TokenAccuracy', 'Perplexity', 'parse_label', 'LabelScores', 'load_metric', 'Task', 'infer_task',
-           'answer_loss_full', 'answer_loss', 'scored_metrics', 'text_perplexity', 'generate_answers', 'score_answers',
-           'diagnose_fit', 'plot_report', 'evaluate_model', 'evaluate_run', 'token_losses', 'few_shot',
-           'tfidf_baseline', 'template_folds', 'routing_folds']
-
-# %% ../nbs/04_evaluate.ipynb #8705d62c
-_strip = str.maketrans("", "", string.punctuation)
-
-def normalize_answer(s: str) -> str:
-    "Lower-case, drop punctuation and collapse whitespace."
-    return " ".join(str(s).lower().translate(_strip).split())
-
-def _info(description: str, features, inputs: str, **kw) -> evaluate.MetricInfo:
-    return evaluate.MetricInfo(description=description, citation="", features=features, inputs_description=inputs, **kw)
-
-_S, _I, _F = datasets.Value("string"), datasets.Value("int64"), datasets.Value("float64")
-
-# %% ../nbs/04_evaluate.ipynb #aa07b052
-class SacreBleu(evaluate.Metric):
-    "Corpus BLEU (0-100) from sacrebleu, with its signature; one or several references per prediction."
-    def _info(self):
-        return _info("sacrebleu corpus BLEU", [datasets.Features(predictions=_S, references=datasets.Sequence(_S)),
-                                             datasets.Features(predictions=_S, references=_S)],
-                     "predictions: list of strings; references: list of strings, or of lists of strings",
-                     reference_urls=["https://github.com/mjpost/sacrebleu"])
-    def _compute(self, predictions, references, tokenize: str = "13a", lowercase: bool = False):
-        refs = [[r] if isinstance(r, str) else list(r) for r in references]
-        if len({len(r) for r in refs}) > 1:
-            raise EvalError("BLEU needs the same number of references for every prediction")
-        bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
-        # sacrebleu wants one list per reference *position*, each as long as the predictions
-        s = bleu.corpus_score(predictions, [list(t) for t in zip(*refs)])
-        return {
-            "bleu": s.score,
-            "precisions": s.precisions,
-            "brevity_penalty": s.bp,
-            "signature": str(bleu.get_signature()),
-        }
-
-# %% ../nbs/04_evaluate.ipynb #dcbc6c3f
-class Rouge(evaluate.Metric):
-    "Mean ROUGE-1/2/L F-measure (0-1) from rouge-score, Porter-stemmed."
-    def _info(self):
-        return _info(
-            "rouge-score ROUGE F-measure, averaged over examples",
-            datasets.Features(predictions=_S, references=_S),
-            "predictions, references: lists of strings",
-            reference_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
-        )
-    def _compute(self, predictions, references, rouge_types=("rouge1", "rouge2", "rougeL"), use_stemmer: bool = True):
-        scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=use_stemmer)
-        # the plain mean of per-example F-measures: deterministic, unlike the bootstrap aggregator
-        scores = [scorer.score(r, p) for p, r in zip(predictions, references)]
-        return {t: sum(s[t].fmeasure for s in scores) / max(len(scores), 1) for t in rouge_types}
-
-class ExactMatch(evaluate.Metric):
-    "Share of predictions equal to their reference after `normalize_answer` (scikit-learn accuracy)."
-    def _info(self):
-        return _info(
-            "normalised exact match",
-            datasets.Features(predictions=_S, references=_S),
-            "predictions, references: lists of strings",
-        )
-
-    def _compute(self, predictions, references):
-        return {
-            "exact_match": float(
-                accuracy_score([normalize_answer(r) for r in references], [normalize_answer(p) for p in predictions])
-            )
-        }
-
-# %% ../nbs/04_evaluate.ipynb #f01760af
-class TokenAccuracy(evaluate.Metric):
-    "Share of supervised tokens whose most likely prediction is the reference token; -100 references are skipped."
-    def _info(self):
-        return _info(
-            "next-token accuracy",
-            datasets.Features(predictions=_I, references=_I),
-            "predictions, references: token ids",
-        )
-
-    def _compute(self, predictions, references):
-        kept = [(p, r) for p, r in zip(predictions, references) if r != -100]
-        return {"token_accuracy": float(accuracy_score(*zip(*kept))) if kept else float("nan")}
-
-class Perplexity(evaluate.Metric):
-    "exp of the token-weighted mean negative log-likelihood, from per-example NLL sums and token counts."
-    def _info(self):
-        return _info(
-            "perplexity of supervised tokens",
-            datasets.Features(nll=_F, tokens=_I),
-            "nll: summed negative log-likelihood (nats) of each example; tokens: its number of supervised tokens",
-        )
-
-    def _compute(self, nll, tokens):
-        n = sum(tokens)
-        if n == 0: raise EvalError("perplexity: no supervised token to score")
-        loss = sum(nll) / n
-        return {"loss": loss, "perplexity": math.exp(loss), "tokens": n}
-
-# %% ../nbs/04_evaluate.ipynb #f0110a3c
-def parse_label(answer: str, labels: list[str]) -> str | None:
-    "The one label of `labels` that `answer` names (case, punctuation and extra words ignored), else None."
-    text, norm = normalize_answer(answer), {normalize_answer(l): l for l in labels}
-    if text in norm: return norm[text]
-    found = [n for n in norm if n and re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text)]
-    # a label inside a longer label that was also found ("card" in "gift card") is not a second label
-    found = [n for n in found if not any(n != m and re.search(rf"(?<!\w){re.escape(n)}(?!\w)", m) for m in found)]
-    return norm[found[0]] if len(found) == 1 else None
-
-# %% ../nbs/04_evaluate.ipynb #57a2d8f1
-INVALID = "(invalid)"
-
-class LabelScores(evaluate.Metric):
-    "Accuracy, macro and micro F1 (scikit-learn) and the invalid rate of generated labels."
-    def _info(self):
-        return _info("label accuracy and F1", datasets.Features(predictions=_S, references=_S),
-                     "predictions: generated answers; references: labels; labels (keyword): the label set")
-    def _compute(self, predictions, references, labels: list[str]):
-        parsed = [parse_label(p, labels) or INVALID for p in predictions]
-        refs = [parse_label(r, labels) or INVALID for r in references]
-        f1 = lambda avg: float(f1_score(refs, parsed, labels=list(labels), average=avg, zero_division=0))
-        return {"accuracy": float(accuracy_score(refs, parsed)), "macro_f1": f1("macro"), "micro_f1": f1("micro"),
-                "invalid_rate": parsed.count(INVALID) / max(len(parsed), 1)}
-
-METRICS = {"bleu": SacreBleu, "rouge": Rouge, "exact_match": ExactMatch, "labels": LabelScores,
-           "token_accuracy": TokenAccuracy, "perplexity": Perplexity}
-
-def load_metric(name: str, **kwargs) -> evaluate.Metric:
-    "A metric module shipped with finetune_kit (no download), by name: one of `METRICS`."
-    if name not in METRICS: raise EvalError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
-    # in memory: nothing is written to the evaluate cache, so parallel runs do not share lock files
-    return METRICS[name](keep_in_memory=True, **kwargs)
-
-# %% ../nbs/04_evaluate.ipynb #bf1f43ed
-TASKS = ("label", "exact", "text")
-
-@dataclass
-class Task:
-    "What the answers are: `kind` is label, exact or text; `labels` the label set of a label task."
-    kind: str
-    labels: list[str] | None = None
-
-def infer_task(answers: list[str], task: str = "auto", labels: list[str] | None = None, max_labels: int = 20) -> Task:
-    "The task kind of reference `answers` (and, for labels, the label set), unless `task`/`labels` say."
-    if task not in ("auto", *TASKS): raise EvalError(f"task={task!r}: choose auto, {', '.join(TASKS)}")
-    if labels is not None:
-        if task not in ("auto", "label"): raise EvalError(f"labels= is for label tasks, not task={task!r}")
-        if not labels:
-            raise EvalError("labels= is empty; give the label set, or leave it out to infer it from the training data")
-        return Task("label", list(labels))
-    norm = Counter(normalize_answer(a) for a in answers)
-    spelled = {}
-    for a in answers: spelled.setdefault(normalize_answer(a), a.strip())
-    short = bool(norm) and all(len(n.split()) <= 3 for n in norm)
-    # a label repeats: on average at least twice, and there are only a few of them
-    if task == "label" or (task == "auto" and short and len(norm) <= max_labels and len(norm) * 2 <= len(answers)):
-        return Task("label", sorted(spelled[n] for n in norm if n))
-    if task == "exact" or (task == "auto" and short): return Task("exact")
-    return Task("text")
+__all__ = ['TITLES_LESSON', 'answer_loss_full', 'answer_loss', 'scored_metrics', 'generate_answers', 'evaluate_model',
+           'evaluate_run', 'token_losses', 'few_shot', 'tfidf_baseline']
 
 # %% ../nbs/04_evaluate.ipynb #b2196266
 @torch.no_grad()
@@ -223,31 +56,6 @@ def scored_metrics(s: Scores) -> dict:
     ppl.add_batch(nll=[s.nll[i] for i in kept], tokens=[s.tokens[i] for i in kept])
     return {**ppl.compute(), **tacc.compute()}
 
-# %% ../nbs/04_evaluate.ipynb #b6cac8f2
-@torch.no_grad()
-def text_perplexity(model, tok, texts: list[str], window: int = 512, stride: int = 256) -> dict:
-    "Perplexity of plain `texts`, scored in sliding windows of `window` tokens moving by `stride`."
-    if not 0 < stride <= window:
-        raise EvalError(f"text_perplexity: need 0 < stride <= window, got stride={stride}, window={window}")
-    device, ppl = next(model.parameters()).device, load_metric("perplexity")
-    for text in texts:
-        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0].to(device)
-        nll, n, prev_end = 0.0, 0, 0
-        for begin in range(0, len(ids), stride):
-            end = min(begin + window, len(ids))
-            x = ids[begin:end][None]
-            labels = x.clone()
-            labels[:, :-(end - prev_end)] = -100  # tokens an earlier window already scored
-            logits = model(input_ids=x).logits[:, :-1].float()
-            nll += torch.nn.functional.cross_entropy(
-                logits[0], labels[0, 1:], ignore_index=-100, reduction="sum"
-            ).item()
-            n += (labels[0, 1:] != -100).sum().item()
-            prev_end = end
-            if end == len(ids): break
-        ppl.add(nll=nll, tokens=n)
-    return ppl.compute()
-
 # %% ../nbs/04_evaluate.ipynb #665575ba
 def generate_answers(model, tok, examples: list[dict], max_new_tokens: int = 32, batch_size: int = 16,
                      progress: bool = True, label: str = "model", **gen_kwargs) -> tuple[list[str], float]:
@@ -259,86 +67,6 @@ def generate_answers(model, tok, examples: list[dict], max_new_tokens: int = 32,
     speed = len(examples) / max(time.perf_counter() - start, 1e-9)
     if progress: print(f"{label}: {len(examples)} answers at {speed:.1f} examples/s", file=sys.stderr)
     return out, speed
-
-# %% ../nbs/04_evaluate.ipynb #a74b3b8a
-def score_answers(predictions: list[str], references: list[str], task: Task) -> dict:
-    "The metrics of `task` for generated `predictions` against `references`."
-    m = load_metric("exact_match").compute(predictions=predictions, references=references)
-    if task.kind == "label":
-        m |= load_metric("labels").compute(predictions=predictions, references=references, labels=task.labels)
-    if task.kind == "text":
-        b = load_metric("bleu").compute(predictions=predictions, references=references)
-        m |= {"bleu": b["bleu"], "bleu_signature": b["signature"]} | load_metric("rouge").compute(
-            predictions=predictions, references=references
-        )
-    return m
-
-# %% ../nbs/04_evaluate.ipynb #9d6ce92e
-def diagnose_fit(curve: list[dict], losses: dict[str, float], base_loss: float | None = None, split: str = "test",
-                 rise: float = 0.02, gap: float = 2.0, min_gap: float = 0.1, little: float = 0.9) -> dict:
-    """Overfitting and underfitting warnings from a run's loss `curve`, the fine-tuned `losses` per split and the base
-    model's loss on `split`."""
-    warnings, notes = [], []
-    tr = [(r["step"], r["loss"]) for r in curve if "loss" in r]
-    ev = [(r["step"], r["eval_loss"]) for r in curve if "eval_loss" in r]
-    if len(ev) >= 2:
-        best = min(ev, key=lambda p: p[1])
-        last = ev[-1]
-        train_at = lambda s: min((p for p in tr if p[0] <= s), key=lambda p: s - p[0], default=(s, float("nan")))[1]
-        if last[1] > best[1] * (1 + rise) and train_at(last[0]) < train_at(best[0]):
-            warnings.append(
-                f"overfitting: validation loss rose from {best[1]:.4g} (step {best[0]}) to {last[1]:.4g} (step "
-                f"{last[0]}) "
-                f"while training loss fell from {train_at(best[0]):.4g} to {train_at(last[0]):.4g}; "
-                f"stop near step {best[0]} (fewer epochs or max_steps) or add training data"
-            )
-    else:
-        notes.append(
-            f"{len(ev)} validation point(s) in the loss curve: too few to see when validation loss starts rising"
-        )
-    t, v = losses.get("train"), losses.get("validation", losses.get("test"))
-    if t is not None and v is not None and v > gap * t and v - t > min_gap:
-        warnings.append(f"overfitting: held-out loss {v:.4g} is {v / t:.1f}x the training loss {t:.4g}; "
-                        "use fewer epochs, a smaller learning rate or lora_r, or more data")
-    if base_loss is not None and split in losses and losses[split] >= little * base_loss:
-        warnings.append(
-            f"underfitting: the {split} loss {losses[split]:.4g} is "
-            f"{'barely below' if losses[split] < base_loss else 'not below'} the base model's {base_loss:.4g}; "
-            "train longer (epochs) or with a higher learning_rate"
-        )
-    return {"losses": losses, "base_loss": base_loss, "warnings": warnings, "notes": notes}
-
-# %% ../nbs/04_evaluate.ipynb #1659d656
-def plot_report(report: EvalReport, run_dir: str | Path | None = None, path: str | Path | None = None):
-    """Loss curves (when `run_dir` is given), metrics base vs fine-tuned and, for labels, the confusion matrix; saved to
-    `path`."""
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-    curve = bool(run_dir) and any("loss" in r or "eval_loss" in r for r in read_metrics(run_dir))
-    panels = (["loss"] if curve else []) + ["metrics"] + (["confusion"] if report.task == "label" else [])
-    fig, axs = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    axs = dict(zip(panels, axs[0]))
-    if curve: plot_losses(run_dir, axs["loss"])
-    # only the metrics on a 0-1 scale share an axis; BLEU (0-100) is scaled to it
-    names = [k for k in report.metrics() if k not in ("loss", "perplexity", "examples_per_s")]
-    scale = lambda k, d: d[k] / 100 if k == "bleu" else d[k]
-    x = range(len(names))
-    ax = axs["metrics"]
-    ax.bar([i - 0.2 for i in x], [scale(k, report.base) for k in names], 0.4, label="base")
-    ax.bar([i + 0.2 for i in x], [scale(k, report.finetuned) for k in names], 0.4, label="fine-tuned")
-    ax.set_xticks(list(x), [k + (" /100" if k == "bleu" else "") for k in names], rotation=45, ha="right")
-    ax.set(ylim=(0, 1.3), title=f"{report.split}: {report.n} examples")
-    ax.legend(loc="upper center", ncol=2)
-    if report.task == "label":
-        labels = report.labels + [INVALID]
-        pred = [parse_label(s["finetuned"], report.labels) or INVALID for s in report.samples]
-        ref = [parse_label(s["reference"], report.labels) or INVALID for s in report.samples]
-        ConfusionMatrixDisplay(confusion_matrix(ref, pred, labels=labels), display_labels=labels).plot(
-            ax=axs["confusion"], colorbar=False, xticks_rotation=45)
-        axs["confusion"].set_title("fine-tuned: reference vs answer")
-    fig.tight_layout()
-    if path: fig.savefig(path, dpi=80)
-    return fig
 
 # %% ../nbs/04_evaluate.ipynb #bacd014c
 def evaluate_model(model, tok, examples: list[dict], task: Task, max_seq_len: int = 512, batch_size: int = 16,
@@ -436,68 +164,6 @@ def tfidf_baseline(train: list[dict], test: list[dict], labels: list[str]) -> di
     clf.fit([prompt(e) for e in train], [e["messages"][-1]["content"] for e in train])
     predictions = [str(p) for p in clf.predict([prompt(e) for e in test])]
     return score_answers(predictions, [e["messages"][-1]["content"] for e in test], Task("label", labels))
-
-# %% ../nbs/04_evaluate.ipynb #f80672b9
-def template_folds(examples: list[dict], k: int = 4, seed: int = 0) -> list[list[dict]]:
-    """`examples` dealt into `k` folds by their `group` (the sample tickets' request template): a group in one fold,
-    each answer's groups shared out in turn, so that every fold holds groups of every answer."""
-    answer = {}
-    for e in examples: answer.setdefault(e["group"], e["messages"][-1]["content"])
-    rng, fold_of, n = random.Random(seed), {}, 0
-    for a in sorted(set(answer.values())):
-        groups = sorted(g for g in answer if answer[g] == a)
-        rng.shuffle(groups)
-        for g in groups: fold_of[g], n = n % k, n + 1
-    folds = [[] for _ in range(k)]
-    for e in examples: folds[fold_of[e["group"]]].append(e)
-    return folds
-
-# %% ../nbs/04_evaluate.ipynb #960b03cc
-FOLD_METHODS = ("base model, zero-shot", "base model, 5-shot prompt", "TF-IDF + logistic regression",
-                "fine-tuned (LoRA)")
-
-def routing_folds(k: int = 4, runs_dir: str | Path = "runs", max_test: int = 100,
-                  smoke: bool | None = None) -> list[dict]:
-    """Grouped k-fold over the sample tickets' request templates: for each fold, the course recipe (`course_config`)
-    trained on the other folds and four routers scored on up to `max_test` of its held-out tickets. A row per fold and
-    router; a finished fold (its `scores.json`) is read, not trained again."""
-    cfg = course_config(smoke, runs_dir)
-    folder = Path(runs_dir)/f"{cfg.run_name}-folds"
-    tickets = load_examples("sample:support_tickets", verbose=False)
-    labels = sorted({e["messages"][-1]["content"] for e in tickets})
-    rows = []
-    for i, held in enumerate(template_folds(tickets, k, cfg.seed), 1):
-        scores = folder/f"fold{i}"/"scores.json"
-        if not scores.is_file(): _score_fold(cfg, folder, i, tickets, held, labels, max_test)
-        rows += json.loads(scores.read_text())
-    return rows
-
-# %% ../nbs/04_evaluate.ipynb #149bd3ba
-def _score_fold(cfg: FinetuneConfig, folder: Path, i: int, tickets: list[dict], held: list[dict], labels: list[str],
-                max_test: int):
-    "Train fold `i` (an unfinished fold's folder is replaced: the fold's own); score the routers on its held-out part."
-    run_dir = folder/f"fold{i}"
-    if run_dir.exists(): shutil.rmtree(run_dir)
-    test = random.Random(i).sample(held, min(len(held), smoke_cap("max_eval_examples") or max_test))
-    held_ids = {id(e) for e in held}
-    data = write_jsonl([e for e in tickets if id(e) not in held_ids], folder/f"fold{i}-train.jsonl")
-    test_file = write_jsonl(test, folder/f"fold{i}-test.jsonl")
-    run = train(cfg.model_copy(update=dict(data=str(data), test_data=str(test_file), runs_dir=str(folder),
-                                           run_name=f"fold{i}")))
-    _, model, tok = load_run(run)
-    train_ex = load_examples(RunDir(run).split("train"), verbose=False)
-    shots = [next(e for e in train_ex if e["messages"][-1]["content"] == t) for t in labels]  # one solved ticket a team
-    answers = lambda exs: generate_answers(model, tok, exs, max_new_tokens=8, progress=False)[0]
-    with model.disable_adapter(): base, shot = answers(test), answers(few_shot(test, shots))
-    tuned, refs, task = answers(test), [e["messages"][-1]["content"] for e in test], Task("label", labels)
-    accuracy = [score_answers(a, refs, task)["accuracy"] for a in (base, shot)]
-    accuracy += [tfidf_baseline(train_ex, test, labels)["accuracy"], score_answers(tuned, refs, task)["accuracy"]]
-    n_templates = len({e["group"] for e in test})
-    rows = [{"fold": i, "method": m, "accuracy": a, "tickets": len(test), "templates": n_templates}
-            for m, a in zip(FOLD_METHODS, accuracy)]
-    write_jsonl([{"prompt": e["messages"][-2]["content"], "group": e["group"], "reference": r, "finetuned": t}
-                 for e, r, t in zip(test, refs, tuned)], run_dir/"answers.jsonl")
-    with atomic_open(run_dir/"scores.json") as f: json.dump(rows, f, indent=1)  # last and whole: the fold is done
 
 # %% ../nbs/04_evaluate.ipynb #12406bb6
 TITLES_LESSON = dict(run_name="titles", data="sample:ticket_titles", batch_size=8, max_steps=100, eval_steps=25)

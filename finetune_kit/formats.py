@@ -17,9 +17,9 @@ from .sample_data import sample_path
 # datasets, pandas and pyarrow are imported where they are used: `finetune-kit --help` imports this module
 
 # %% auto #0
-__all__ = ['FORMATS', 'PREFERENCE_FORMATS', 'MAX_LINE_BYTES', 'Records', 'Problem', 'ProblemLog', 'DataError', 'detect_format',
-           'detect_preference_format', 'convert_record', 'resolve_data_path', 'load_hub_dataset', 'iter_records',
-           'data_kind']
+__all__ = ['FORMATS', 'PREFERENCE_FORMATS', 'ROLES', 'MAX_LINE_BYTES', 'Records', 'Problem', 'ProblemLog', 'DataError',
+           'detect_format', 'detect_preference_format', 'convert_record', 'check_message', 'check_example', 'to_chat',
+           'resolve_data_path', 'load_hub_dataset', 'iter_records', 'iter_examples', 'data_kind']
 
 # %% ../nbs/api/07_formats.ipynb #97f5aa23
 @dataclass
@@ -195,6 +195,59 @@ def convert_record(obj, fmt: str | None = None, mapping: dict | None = None) -> 
         ex["text"] = True  # continued pre-training: no chat template, every token trained
     return ex, probs
 
+# %% ../nbs/api/07_formats.ipynb #5c01cc1d
+ROLES = ("system", "user", "assistant")
+
+def check_message(m, i: int) -> list[Problem]:
+    "Problems of the `i`-th message of a chat example (not yet located in a file)."
+    f = f"messages[{i}]"
+    if not isinstance(m, dict): return [Problem.of(f, f"wrong type: expected an object, got {type(m).__name__}")]
+    probs = []
+    if unknown := set(m) - {"role", "content", "weight", "name"}:
+        probs.append(Problem.of(f, f"unknown key: {', '.join(sorted(map(str, unknown)))}"))
+    if not isinstance(m.get("role"), str) or m["role"] not in ROLES:
+        probs.append(Problem.of(f"{f}.role", f"unknown role: {m.get('role')!r} (expected one of {', '.join(ROLES)})"))
+    c = m.get("content")
+    if not isinstance(c, str): probs.append(Problem.of(f"{f}.content", f"non-string content: got {type(c).__name__}"))
+    elif not c.strip(): probs.append(Problem.of(f"{f}.content", "empty content"))
+    if "weight" in m:
+        w = m["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
+            probs.append(Problem.of(f"{f}.weight", f"bad weight: must be 0 or 1, got {w!r}"))
+        elif m.get("role") != "assistant":
+            probs.append(Problem.of(f"{f}.weight", "bad weight: only allowed on assistant messages"))
+    return probs
+
+# %% ../nbs/api/07_formats.ipynb #d4f40545
+def check_example(obj, text: bool = False) -> list[Problem]:
+    "Problems of one chat example, not yet located in a file; empty when valid (`text`: a plain-text example)."
+    if not isinstance(obj, dict):
+        return [Problem.of("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}")]
+    if "messages" not in obj: return [Problem.of("messages", "missing key: 'messages'")]
+    msgs = obj["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        return [Problem.of("messages", f"wrong type: messages must be a non-empty list, got {type(msgs).__name__}")]
+    probs = [p for i, m in enumerate(msgs) for p in check_message(m, i)]
+    roles = [m.get("role") for m in msgs if isinstance(m, dict)]
+    if "assistant" not in roles:
+        probs.append(Problem.of("messages", "no assistant turn: nothing to learn from"))
+    elif roles[-1] != "assistant":
+        last = f"messages[{len(msgs) - 1}].role"
+        probs.append(Problem.of(last, "last turn not the assistant's: nothing after it is trained"))
+    first = next((r for r in roles if r != "system"), None)
+    if first == "assistant" and not text:
+        probs.append(Problem.of("messages", "no user turn first: the conversation must start with a user turn "
+                                "(after any system turn)"))
+    return probs
+
+# %% ../nbs/api/07_formats.ipynb #b23b8dcd
+def to_chat(obj, fmt: str | None = None, mapping: dict | None = None) -> tuple[dict | None, list[Problem]]:
+    "One record of format `fmt` (None: detect) as a checked chat example (None: unusable), and its problems."
+    ex, probs = convert_record(obj, fmt, mapping)
+    if ex is not None: probs += check_example(ex, text=bool(ex.get("text")))
+    if ex is None or any(p.severity == "error" for p in probs): return None, probs
+    return ex | {"messages": [dict(m) for m in ex["messages"]]}, probs
+
 # %% ../nbs/api/07_formats.ipynb #632d3200
 MAX_LINE_BYTES = 8 * 2**20  # 8 MiB: far above any real example, small enough to never exhaust memory
 _HUB_ID = re.compile(r"[\w.-]+/[\w-]+")
@@ -338,6 +391,23 @@ def iter_records(data, split: str | None = None, max_line_bytes: int = MAX_LINE_
                 raise DataError.about(path, f"invalid JSON: {e}") from None
             return str(path), _dataset_records(rows)
     return str(path), _jsonl_records(path, max_line_bytes)
+
+# %% ../nbs/api/07_formats.ipynb #63f08e82
+def iter_examples(data, log: ProblemLog, fmt: str | None = None, mapping: dict | None = None,
+                  split: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict]]:
+    "Stream `(line, chat example)` from any source; problems go to `log`, bad rows are skipped."
+    name, records = iter_records(data, split, max_line_bytes)
+    # the first good record fixes the format, so a stray row of another shape is reported, not silently mixed in
+    fixed = fmt
+    for n, obj, probs in records:  # the reader's problems are located already
+        ex = None
+        if obj is not None:
+            ex, more = to_chat(obj, fixed, mapping)
+            probs = probs + [p.at(name, n) for p in more]
+            if ex is not None and fixed is None: fixed = detect_format(_apply_mapping(obj, mapping))
+        for p in probs: log.add(p)
+        if ex is not None: yield n, ex
+        elif any(p.severity == "error" for p in probs): log.bad_rows += 1
 
 # %% ../nbs/api/07_formats.ipynb #7d0b5e2a
 def data_kind(data, look: int = 100) -> str | None:

@@ -90,11 +90,21 @@ def parse_hyperparameters(body: dict) -> dict:
     return out
 
 # %% ../nbs/api/08c_job_requests.ipynb #fd513fa6
-def parse_job_request(body, models: list[str]) -> dict:
+def parse_job_request(body, models: list[str], downloadable: list[str] = ()) -> dict:
     """Check a `POST /v1/fine_tuning/jobs` body; the job's fields (files still to be looked up). `models`: the names a
-    job may fine-tune, base models and this server's `ft:` models (SFT, then DPO on the result)."""
+    job may fine-tune, base models and this server's `ft:` models (SFT, then DPO on the result); `downloadable`: base
+    models whose weights are not on this server, refused with the option that would allow them."""
     if not isinstance(body, dict): raise APIError(400, "the request body must be a JSON object", None)
     model = body.get("model")
+    if isinstance(model, str) and model in downloadable and model not in models:
+        raise APIError(
+            400,
+            f"model {model!r} is not on this server: its weights would have to be downloaded, and this server does not "
+            f"download models for a request (its operator can allow it: finetune-kit serve --allow-model-downloads); "
+            f"available here: {', '.join(models) or 'none'}",
+            "model",
+            "model_not_available",
+        )
     if not isinstance(model, str) or model not in models:
         raise APIError(
             400,

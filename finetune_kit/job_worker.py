@@ -20,8 +20,8 @@ from .model_sources import ModelError
 from .runs import RunDir, checkpoint_step, read_metrics
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'JobEvents', 'sync_checkpoints', 'run_worker', 'read_outcome', 'resume_step', 'result_csv',
-           'trained_tokens']
+__all__ = ['PAUSE_EXIT', 'RESULT_COLUMNS', 'Paused', 'JobEvents', 'sync_checkpoints', 'run_worker', 'read_outcome', 'resume_step',
+           'result_csv', 'trained_tokens']
 
 # %% ../nbs/api/08b_job_worker.ipynb #87e71b47
 def _metrics(logs: dict) -> dict:
@@ -37,10 +37,21 @@ def _metrics(logs: dict) -> dict:
     }
     return {new: float(logs[old]) for old, new in names.items() if isinstance(logs.get(old), (int, float))}
 
+PAUSE_EXIT = 75  # the exit status of a worker that paused its job (EX_TEMPFAIL): a checkpoint saved, no outcome
+
+class Paused(Exception):
+    "Raised out of training once the checkpoint that a pause asked for is saved."
+
 class JobEvents(TrainerCallback):
-    "Writes a job's metrics events, checkpoints and estimated finish into the store as the Trainer logs and saves."
+    """Writes a job's metrics events, checkpoints and estimated finish into the store as the Trainer logs and saves;
+    after `pause()`, saves a checkpoint at the end of the current step and stops training there (`Paused`)."""
     def __init__(self, store: JobStore, job_id: str):
-        self.store, self.job_id, self.last = store, job_id, {}
+        self.store, self.job_id, self.last, self.pausing = store, job_id, {}, False
+
+    def pause(self, *_): self.pausing = True  # a signal handler: SIGUSR1 from the server
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.pausing: control.should_save = True
 
     def on_train_begin(self, args, state, control, **kw):
         self.t0, self.step0 = time.time(), state.global_step
@@ -81,6 +92,7 @@ class JobEvents(TrainerCallback):
         )
         sync_checkpoints(self.store, self.job_id, Path(args.output_dir).parent)
         self.store.add_event(self.job_id, f"Checkpoint created at step {step}")
+        if self.pausing: raise Paused(step)
 
 # %% ../nbs/api/08b_job_worker.ipynb #cdb228a3
 def sync_checkpoints(store: JobStore, job_id: str, run_dir: Path) -> None:
@@ -158,6 +170,7 @@ def run_worker(state_dir: str | Path, job_id: str) -> int:
     job = store.get("jobs", job_id)
     if job is None: return _write_outcome(jdir, _lost(job_id, f"job {job_id} is not in the store at {store.dir}"))
     run_dir, events, dpo = jdir.run, JobEvents(store, job_id), job.get("method") == "dpo"
+    signal.signal(signal.SIGUSR1, events.pause)  # the server pauses a job with SIGUSR1
     run = RunDir(run_dir)
     try:
         if run.summary.is_file(): pass  # trained to the end by an attempt stopped before its outcome
@@ -177,6 +190,9 @@ def run_worker(state_dir: str | Path, job_id: str) -> int:
             if dpo: train_preference(cfg, beta=job["hyperparameters"]["beta"], callbacks=[events])
             else: train(cfg, callbacks=[events])
         outcome = {"ok": True}
+    except Paused as e:
+        store.add_event(job_id, f"Fine-tuning job paused at step {e.args[0]}; resume continues from there")
+        return PAUSE_EXIT
     except Exception as e:
         traceback.print_exc()
         outcome = {"ok": False, "error": _error(e, job, store)}

@@ -6,7 +6,7 @@ Docs: https://finetune-kit.github.io/finetune_kit/api/jobs_service.html.md"""
 
 # %% ../nbs/api/08_jobs_service.ipynb #180c6b57
 from __future__ import annotations
-import json, os, re, shutil, signal, subprocess, sys, threading, time, traceback
+import contextlib, json, os, re, shutil, signal, subprocess, sys, threading, time, traceback
 from pathlib import Path
 
 try: import fcntl
@@ -23,8 +23,8 @@ from .formats import data_kind
 from .job_requests import check_training_file, display_name, parse_job_request, read_upload
 from .job_store import (TERMINAL, CursorError, JobStore, checkpoint_object, event_object,
                                     file_object, list_object, new_id, now, valid_id)
-from .job_worker import read_outcome, result_csv, resume_step, sync_checkpoints, trained_tokens
-from .model_sources import MODEL_ALIASES
+from .job_worker import PAUSE_EXIT, read_outcome, result_csv, resume_step, sync_checkpoints, trained_tokens
+from .model_sources import MODEL_ALIASES, NO_INSTALL_ENV, offline_source
 from .registry import ModelRegistry
 from .runs import RunDir
 from .server import create_app
@@ -72,12 +72,14 @@ class JobServiceBase:
                  registry=None,  # the server's model registry: succeeded jobs' `ft:` models are added to it
                  max_upload_bytes: int = 100 * 2**20,  # uploads over this are refused while they stream
                  max_files: int = 1000,  # uploaded files kept at once
-                 max_file_bytes: int = 10 * 2**30,  # bytes of uploaded files kept at once
+                 max_storage_bytes: int = 10 * 2**30,  # bytes kept at once: uploads and job outputs together
                  max_pending_jobs: int = 20,  # jobs validating, queued or running at once
                  max_concurrent_uploads: int = 2,  # uploads read and checked at once (each holds a disk write)
                  max_concurrent_jobs: int = 1,  # workers training at once
                  keep_checkpoints: int = 1,  # checkpoints an ended job keeps, weights only
                  models: list[str] | None = None,  # base models a job may name (default: finetune_kit's aliases)
+                 allow_model_downloads: bool = False,  # False: only `models` whose weights are on this machine
+                 model_aliases: dict[str, str] | None = None,  # {OpenAI name: local model} a job may name instead
                  train_defaults: dict | None = None,  # `FinetuneConfig` values for every job, e.g. {"device": "cpu"}
                  grace_seconds: float = 5.0,  # a cancelled worker gets this long to exit before SIGKILL
                  max_attempts: int = 3,  # a job interrupted this many times (crash or restart) fails
@@ -85,7 +87,9 @@ class JobServiceBase:
         self.store = JobStore(state_dir)
         self._folder_lock = _lock_folder(self.store.dir)
         self.registry, self.models, self.train_defaults = registry, list(models or MODEL_ALIASES), train_defaults or {}
-        self.max_upload_bytes, self.max_files, self.max_file_bytes = max_upload_bytes, max_files, max_file_bytes
+        self.allow_model_downloads, self.model_aliases = allow_model_downloads, dict(model_aliases or {})
+        self.max_upload_bytes, self.max_files, self.max_storage_bytes = max_upload_bytes, max_files, max_storage_bytes
+        self._reserved, self._quota_lock = [0, 0], threading.Lock()  # files and bytes of uploads being written
         self.max_pending_jobs, self.max_concurrent_jobs, self.keep_checkpoints = (max_pending_jobs, max_concurrent_jobs,
                                                                                   keep_checkpoints)
         self.grace_seconds, self.max_attempts, self.poll_seconds = grace_seconds, max_attempts, poll_seconds
@@ -110,6 +114,16 @@ class JobServiceBase:
 
 # %% ../nbs/api/08_jobs_service.ipynb #3f30b51b
 @patch
+def models_here(self: JobServiceBase) -> list[str]:
+    "The `models` whose weights are on this machine: an alias found offline (`offline_source`), or a model folder."
+    return [m for m in self.models if offline_source(m) or (Path(m).expanduser()/"config.json").is_file()]
+
+@patch
+def base_models(self: JobServiceBase) -> list[str]:
+    "The base models a job may fine-tune: `models` if the operator allows downloads, else `models_here()`."
+    return list(self.models) if self.allow_model_downloads else self.models_here()
+
+@patch
 def start(self: JobServiceBase) -> None:
     "Sweep what a crash left, recover jobs a dead server left running, serve succeeded jobs' models, schedule."
     if self._folder_lock is None: self._folder_lock = _lock_folder(self.store.dir)
@@ -118,6 +132,11 @@ def start(self: JobServiceBase) -> None:
         self._guarded(self._recover, job["id"], job)
     for job in self.store.query("SELECT * FROM jobs WHERE status = 'succeeded' AND fine_tuned_model IS NOT NULL"):
         self._serve(job)
+    for job in self.store.query("SELECT id FROM jobs WHERE status IN (?, ?, ?)", *TERMINAL):
+        self._retain(job["id"])  # jobs that ended under an earlier --keep-checkpoints keep what it says now
+    for name in self.models_here():  # OpenAI lists the models one can fine-tune at /v1/models; a client may chat too
+        if self.registry is not None and name not in self.registry:
+            with contextlib.suppress(FinetuneKitError): self.registry.add(name, name)  # a folder's path is no name
     self._stop.clear()
     self._thread = threading.Thread(target=self._loop, name="finetune-kit-jobs", daemon=True)
     self._thread.start()
@@ -164,7 +183,9 @@ def _tick(self: JobServiceBase):
         self._validate(job)
     with self._lock:
         while len(self._procs) < self.max_concurrent_jobs and not self._stop.is_set():
-            queued = self.store.query("SELECT * FROM jobs WHERE status = 'queued' ORDER BY rowid LIMIT 1")
+            # a job resumed while its paused worker is still saving waits for that worker to exit
+            queued = [j for j in self.store.query("SELECT * FROM jobs WHERE status = 'queued' ORDER BY rowid")
+                      if j["id"] not in self._procs][:1]
             if not queued: break
             self._guarded(self._launch, queued[0]["id"], queued[0])
 
@@ -226,8 +247,9 @@ def _launch(self: JobServiceBase, job: dict) -> None:
         return
     import finetune_kit
     pkg_root = str(Path(finetune_kit.__file__).resolve().parents[1])  # the worker runs this very finetune_kit
-    env = {**os.environ, "TQDM_DISABLE": "1",
+    env = {**os.environ, "TQDM_DISABLE": "1", NO_INSTALL_ENV: "1",  # no job makes the server run pip
            "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}
+    if not self.allow_model_downloads: env["HF_HUB_OFFLINE"] = "1"  # the Hub only if the operator opted in
     with open(jdir.log, "ab") as log:
         log.write(f"--- attempt {attempt} at {time.ctime()}\n".encode())
         cmd = [sys.executable, "-m", "finetune_kit.job_worker", "worker", str(self.store.dir), jid,
@@ -254,10 +276,16 @@ def _requeue(self: JobServiceBase, job: dict, why: str) -> bool:
 def _finish(self: JobServiceBase, job_id: str, returncode: int) -> None:
     "Record the outcome of a worker that exited: success, its error, or (killed with a checkpoint) a resume."
     jdir = self.store.job_dir(job_id)
-    if out := read_outcome(jdir):
-        return self._succeed(job_id) if out["ok"] else self._fail(job_id, out["error"], ("running",))
+    if out := read_outcome(jdir):  # it ended, even if a pause came too late to stop it
+        return self._succeed(job_id) if out["ok"] else self._fail(job_id, out["error"], ("running", "paused"))
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
     job = self.store.get("jobs", job_id)
+    if job["status"] in ("paused", "queued") and returncode != PAUSE_EXIT:  # paused (and maybe resumed) meanwhile
+        step = resume_step(jdir)
+        then = f"resume continues from the checkpoint at step {step}" if step else "resume starts over"
+        return self.store.add_event(job_id, f"The training process stopped before its pause checkpoint ({how}); {then}",
+                                    "warn")
+    if returncode == PAUSE_EXIT: return  # paused at a checkpoint (the worker said so in the events)
     if resume_step(jdir) is not None and self._requeue(job, f"The training process stopped ({how})"): return
     iid = incident(f"job {job_id}: the training process stopped ({how})", _log_tail(jdir.log))
     msg = f"the training process stopped ({how}) (id {iid}); the server log has the details under that id"
@@ -283,7 +311,8 @@ def _succeed(self: JobServiceBase, job_id: str) -> None:
     if "beta" in record: hp["beta"] = record["beta"]["value"]  # a DPO run's, `auto` resolved
     name = self.model_name(job)
     with self.store.transaction():
-        done = self.store.update("jobs", job_id, expect=("running",), status="succeeded", fine_tuned_model=name,
+        done = self.store.update("jobs", job_id, expect=("running", "paused"), status="succeeded",
+                                 fine_tuned_model=name,
                                  finished_at=now(), pid=None, estimated_finish=None, result_files=[rid],
                                  trained_tokens=trained_tokens(run_dir), hyperparameters=hp)
         if done:
@@ -350,7 +379,8 @@ def cancel(self: JobServiceBase, job_id: str) -> dict:
         if job["status"] in TERMINAL:
             raise APIError(409, f"job {job_id} has already {job['status']}; it cannot be cancelled",
                            "fine_tuning_job_id", "invalid_state")
-        self.store.update("jobs", job_id, expect=("validating_files", "queued", "running"), status="cancelled",
+        self.store.update("jobs", job_id, expect=("validating_files", "queued", "running", "paused"),
+                          status="cancelled",
                           finished_at=now(), estimated_finish=None, pid=None)
         proc = self._procs.pop(job_id, None)
         self.store.add_event(job_id, "Fine-tuning job cancelled")
@@ -388,6 +418,39 @@ def delete_model(self: JobServiceBase, name: str) -> dict:
     sync_checkpoints(self.store, jobs[0]["id"], run.path)
     self.store.add_event(jobs[0]["id"], f"Fine-tuned model deleted: {name}")
     return {"id": name, "object": "model", "deleted": True}
+
+# %% ../nbs/api/08_jobs_service.ipynb #bb105faa
+@patch
+def pause(self: JobServiceBase, job_id: str) -> dict:
+    """Pause a queued or running job: its worker saves a checkpoint at the end of the step it is in, then exits
+    (SIGUSR1); the job keeps its place until `resume`."""
+    with self._lock:
+        job = self._job(job_id)
+        if job["status"] not in ("queued", "running"):
+            raise APIError(409, f"job {job_id} is {job['status']}; only a queued or running job can be paused",
+                           "fine_tuning_job_id", "invalid_state")
+        self.store.update("jobs", job_id, expect=("queued", "running"), status="paused", estimated_finish=None)
+        proc = self._procs.get(job_id)
+        self.store.add_event(job_id, "Fine-tuning job paused" + (": saving a checkpoint" if proc else ""))
+        if proc and proc.poll() is None:
+            try: os.kill(proc.pid, signal.SIGUSR1)
+            except ProcessLookupError: pass
+    return self.store.get("jobs", job_id)
+
+@patch
+def resume(self: JobServiceBase, job_id: str) -> dict:
+    "Resume a paused job: queued again, it continues from its newest checkpoint."
+    with self._lock:
+        job = self._job(job_id)
+        if job["status"] != "paused":
+            raise APIError(409, f"job {job_id} is {job['status']}; only a paused job can be resumed",
+                           "fine_tuning_job_id", "invalid_state")
+        self.store.update("jobs", job_id, expect=("paused",), status="queued")
+        step = resume_step(self.store.job_dir(job_id))
+        self.store.add_event(job_id, "Fine-tuning job resumed" + (f" from step {step}" if step else ""))
+    self._wake.set()
+    return self.store.get("jobs", job_id)
+
 
 # %% ../nbs/api/08_jobs_service.ipynb #d55de791
 @patch
@@ -434,31 +497,75 @@ def fine_tuned_models(self: JobServiceBase) -> list[str]:
     run = lambda j: RunDir(self.store.job_dir(j["id"]).run)
     return [j["fine_tuned_model"] for j in jobs if run(j).adapter.is_dir() or run(j).model.is_dir()]
 
-# %% ../nbs/api/08_jobs_service.ipynb #6e7d8f85
+# %% ../nbs/api/08_jobs_service.ipynb #9a07a002
 def _quota(what: str, limit: str) -> APIError:
-    return APIError(429, f"{what}: the server's limit is {limit}; {'delete some first' if 'file' in what else 'wait'}",
-                    code="quota_exceeded")
+    then = "wait" if "jobs are" in what else "delete some first"
+    return APIError(429, f"{what}: the server's limit is {limit}; {then}", code="quota_exceeded")
+
+def _tree_bytes(folder: Path) -> int:
+    "Bytes of the files under `folder` (files vanishing meanwhile, as a worker rotates checkpoints, are skipped)."
+    n = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError): n += os.stat(os.path.join(root, name)).st_size
+    return n
+
+def _stored(used: dict) -> str:
+    return (f"{used['bytes']:,} bytes are stored ({used['upload_bytes']:,} in files, {used['job_bytes']:,} in job "
+            "outputs: delete files, models or jobs)")
 
 @patch
+def storage_used(self: JobServiceBase) -> dict[str, int]:
+    "What the service keeps now: uploaded files (`files`), their bytes and result files', job folders' bytes, the sum."
+    uploads = self.store.query("SELECT COUNT(*) AS n FROM files WHERE purpose = 'fine-tune'")[0]["n"]
+    upload_bytes = self.store.query("SELECT COALESCE(SUM(bytes), 0) AS b FROM files")[0]["b"]
+    job_bytes = _tree_bytes(self.store.dir/"jobs")
+    return {"files": uploads, "upload_bytes": upload_bytes, "job_bytes": job_bytes, "bytes": upload_bytes + job_bytes}
+
+@patch
+def _reserve(self: JobServiceBase, held: list[int], files: int = 0, nbytes: int = 0) -> None:
+    "Reserve room for `files` more files and `nbytes` more bytes (added to `held`), or a 429 if the quotas lack it."
+    with self._quota_lock:  # checked and taken together: two uploads cannot both take the last room
+        used = self.storage_used()
+        if files and used["files"] + self._reserved[0] + files > self.max_files:
+            raise _quota(f"{used['files']} files are stored", f"{self.max_files:,} files")
+        if nbytes and used["bytes"] + self._reserved[1] + nbytes > self.max_storage_bytes:
+            raise _quota(_stored(used), f"{self.max_storage_bytes:,} bytes")
+        self._reserved[0] += files
+        self._reserved[1] += nbytes
+        held[0] += files
+        held[1] += nbytes
+
+@patch
+def _release(self: JobServiceBase, held: list[int]) -> None:
+    "Give back what `_reserve` held (the file's row counts it now, or it was never written)."
+    with self._quota_lock:
+        self._reserved[0] -= held[0]
+        self._reserved[1] -= held[1]
+    held[:] = [0, 0]
+
+# %% ../nbs/api/08_jobs_service.ipynb #6e7d8f85
+@patch
 async def upload(self: JobServiceBase, request: Request) -> dict:
-    "Store an uploaded `fine-tune` file once it is read (capped) and checked; its row last (see `sweep`)."
+    """Store an uploaded `fine-tune` file once it is read (capped) and checked; its row last (see `sweep`). Its room
+    under the quotas is reserved before anything is written, so concurrent uploads cannot overshoot them."""
     if not self._uploads.acquire(blocking=False):
         raise APIError(429, "too many uploads at once; retry when one has finished", "file", "too_many_uploads")
+    held = [0, 0]  # the files and bytes this upload reserved
     try:
-        kept = self.store.query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM files WHERE purpose = ?",
-                                "fine-tune")[0]
-        n, total = kept["n"], kept["b"]
-        if n >= self.max_files: raise _quota(f"{n} files are stored", f"{self.max_files:,} files")
+        await run_in_threadpool(self._reserve, held, 1, 0)  # a file's slot first: a full server reads no body
         form = await read_upload(request, self.max_upload_bytes)
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose != "fine-tune": raise APIError(400, f"purpose must be 'fine-tune', got {purpose!r}", "purpose")
         if upload is None or isinstance(upload, str):
             raise APIError(400, "the form has no file part named 'file'", "file")
-        if upload.size is not None and upload.size > self.max_upload_bytes:  # the stream cap allows for headers
+        upload.file.seek(0, os.SEEK_END)  # spooled by the parser: its exact size, before a byte is stored
+        size = upload.file.tell()
+        upload.file.seek(0)
+        if size > self.max_upload_bytes:  # the stream cap allows for headers
             raise APIError(413, f"upload too large: the limit is {self.max_upload_bytes:,} bytes", "file",
                            "file_too_large")
-        if upload.size is not None and total + upload.size > self.max_file_bytes:
-            raise _quota(f"{total:,} bytes of files are stored", f"{self.max_file_bytes:,} bytes")
+        await run_in_threadpool(self._reserve, held, 0, size)
         fid = new_id("file")
         filename = display_name(upload.filename)  # shown (escaped), never used as a path
         part = self.store.dir/"files"/f".{fid}.part"
@@ -466,27 +573,36 @@ async def upload(self: JobServiceBase, request: Request) -> dict:
             with open(part, "wb") as out: await run_in_threadpool(shutil.copyfileobj, upload.file, out)
             await upload.close()
             await run_in_threadpool(check_training_file, part, filename)
-            size = part.stat().st_size
             os.replace(part, self.store.file_path(fid))
         finally: part.unlink(missing_ok=True)
         return self.store.insert("files", dict(id=fid, bytes=size, created_at=now(), filename=filename,
                                                purpose=purpose, status="processed"))
-    finally: self._uploads.release()
+    finally:
+        self._release(held)
+        self._uploads.release()
 
+# %% ../nbs/api/08_jobs_service.ipynb #6e7d8f86
 @patch
 def create_job(self: JobServiceBase, body) -> dict:
     "A new job row from a request body (checked), `validating_files`; the scheduler takes it from there."
-    spec = parse_job_request(body, self.models + self.fine_tuned_models())
+    asked = body.get("model") if isinstance(body, dict) else None
+    local = self.model_aliases.get(asked) if isinstance(asked, str) else None
+    if local: body = {**body, "model": local}  # an OpenAI name the operator mapped: the job trains the local model
+    bases = self.base_models()
+    spec = parse_job_request(body, bases + self.fine_tuned_models(), [m for m in self.models if m not in bases])
     self._usable_file(spec["training_file"], "training_file", spec["method"])
     self._usable_file(spec["validation_file"], "validation_file", spec["method"])
     pending = self.store.query("SELECT COUNT(*) AS n FROM jobs WHERE status NOT IN (?, ?, ?)", *TERMINAL)[0]["n"]
     if pending >= self.max_pending_jobs:
         raise _quota(f"{pending} jobs are waiting or running", f"{self.max_pending_jobs} jobs")
+    if (used := self.storage_used())["bytes"] >= self.max_storage_bytes:
+        raise _quota(_stored(used), f"{self.max_storage_bytes:,} bytes")
     job = dict(id=new_id("ftjob"), created_at=now(), status="validating_files", attempts=0, **spec)
     job["config"] = self.job_config(job)
     files = job["training_file"] + (f" and validation file: {job['validation_file']}" if job["validation_file"] else "")
     with self.store.transaction():
         self.store.insert("jobs", job)
+        if local: self.store.add_event(job["id"], f"{asked} is {local} on this server: this job fine-tunes {local}")
         self.store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
         self.store.add_event(job["id"], f"Validating training file: {files}")
     self._wake.set()
@@ -552,6 +668,12 @@ def jobs_router(svc: JobServiceBase) -> APIRouter:
 
     @r.post("/fine_tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str): return svc.job_object(svc.cancel(job_id))
+
+    @r.post("/fine_tuning/jobs/{job_id}/pause")
+    def pause_job(job_id: str): return svc.job_object(svc.pause(job_id))
+
+    @r.post("/fine_tuning/jobs/{job_id}/resume")
+    def resume_job(job_id: str): return svc.job_object(svc.resume(job_id))
 
     @r.delete("/fine_tuning/jobs/{job_id}")
     def delete_job(job_id: str): return svc.delete_job(job_id)

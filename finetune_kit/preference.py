@@ -18,15 +18,18 @@ from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 
 from .config import (ConfigError, FinetuneConfig, auto_evaluation, load_config, resolve_auto,
                                  smoke_cap, smoke_limits)
-from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, detect_format,
+from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, check_message, detect_format,
                                   detect_preference_format, iter_records)
-from .data import ChatCollator, check_message, encode_chat, split_examples
+from .data import ChatCollator, encode_chat
+from .splits import split_examples
 from .model import count_parameters, load_model, pick_device, pick_precision, setup_strategy
 from .model_sources import describe_source, model_source
 from .speed import SupervisedHead, describe_plan, speed_setup
 from .runs import (MetricsLogger, RunDir, TrainingBar, new_run_dir, run_base_model, write_run_files,
                                write_summary)
-from .train import FinetuneTrainer, load_run, prepare_resume, train_or_finish, training_arguments
+from .trainer import FinetuneTrainer, training_arguments
+from .fit import prepare_resume, train_or_finish
+from .train import load_run
 
 # %% auto #0
 __all__ = ['AUTO_BETA', 'ADAPTER_STRATEGIES', 'PREFERENCE_LESSON', 'convert_pair', 'iter_pairs', 'load_pairs', 'encode_pair',

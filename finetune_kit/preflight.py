@@ -17,11 +17,11 @@ import numpy as np
 
 from .core import FinetuneKitError, atomic_open
 from .config import FinetuneConfig, plan_evaluation
-from .formats import DataError, Problem, ProblemLog
-from .cleaning import CleaningEffect
-from .data import (ChatCollator, CleanOptions, Duplicates, check_leakage, class_labels, clean_example,
-                               cleaning_effects, encode_example, example_groups, example_label, find_duplicates,
-                               iter_examples, load_splits, split_examples)
+from .formats import DataError, Problem, ProblemLog, iter_examples
+from .cleaning import CleaningEffect, CleanOptions, clean_example, cleaning_effects
+from .dedup import Duplicates, check_leakage, find_duplicates
+from .data import ChatCollator, encode_example
+from .splits import class_labels, example_groups, example_label, load_splits, split_examples
 
 # %% auto #0
 __all__ = ['TokenStats', 'token_stats', 'measure_throughput', 'lora_step', 'probe_batches', 'Preflight', 'save_report',
@@ -397,7 +397,7 @@ def data_check(path,  # the data: any source `load_examples` reads
         tok = load_tokenizer(model)
         measured = None
         if probe and not (strict and log.n_errors):  # the step training runs: fast path, optimizer, schedule
-            from finetune_kit.train import probe_config  # a later stage, imported only when a probe runs
+            from finetune_kit.fit import probe_config  # a later stage, imported only when a probe runs
             cfg = FinetuneConfig(model=model, max_seq_len=max_seq_len, batch_size=batch_size, epochs=epochs, seed=seed)
             measured = probe_config(cfg, splits, probe_steps)
         pf = preflight(splits, tok, max_seq_len, epochs, None, batch_size, probe_steps, probe=measured,

@@ -21,7 +21,7 @@ from .model_sources import resolve_model
 from .runs import RunDir, RunError, run_base_model
 
 # %% auto #0
-__all__ = ['source_name', 'parse_sources', 'source_weights', 'ModelRegistry']
+__all__ = ['source_name', 'parse_sources', 'source_weights', 'ModelRegistry', 'parse_model_aliases']
 
 # %% ../nbs/api/04b_registry.ipynb #35e0fa8d
 _NAME = re.compile(r"[A-Za-z0-9][\w.:/-]{0,127}")
@@ -204,3 +204,24 @@ def use(self: ModelRegistry, name: str):
 def get(self: ModelRegistry, name: str):
     "(model, tokenizer) of `name`, loaded now if needed; to generate with them, hold them with `use`."
     with self.use(name) as loaded: return loaded
+
+# %% ../nbs/api/04b_registry.ipynb #a11a5e02
+def parse_model_aliases(specs: list[str]) -> dict[str, str]:
+    "`['gpt-4o-mini-2024-07-18=smollm2-135m']` as {OpenAI name: local name}; each OpenAI name once."
+    out = {}
+    for s in specs:
+        alias, eq, target = (x.strip() for x in s.partition("="))
+        if not (eq and _NAME.fullmatch(alias) and target):
+            raise FinetuneKitError(f"--model-alias {s!r}: give OPENAI_NAME=LOCAL_NAME, e.g. gpt-4o-mini-2024-07-18="
+                                   "smollm2-135m (names: letters, digits, '.', '_', ':', '/', '-')")
+        if alias in out: raise FinetuneKitError(f"--model-alias: {alias!r} is mapped twice ({out[alias]} and {target})")
+        out[alias] = target
+    return out
+
+@patch
+def add_alias(self: ModelRegistry, alias: str, target: str) -> None:
+    "Serve `target` (a served name, else a source such as an alias) under the other name `alias` as well."
+    with self._lock: e = self._models.get(target)
+    if alias in self and alias != target:
+        raise FinetuneKitError(f"--model-alias {alias}={target}: {alias!r} is already served as a model of its own")
+    self.add(alias, e.source if e else target)

@@ -25,8 +25,10 @@ from .model_sources import describe_source, model_source
 from .speed import SupervisedHead, describe_plan, speed_setup
 from .runs import (MetricsLogger, RunDir, TrainingBar, new_run_dir, read_metrics, run_base_model,
                                write_run_files, write_summary)
-from .train import BUDGET_MARGIN_S, BudgetDeadline, FinetuneTrainer, load_run, prepare_resume, \
-    train_or_finish, training_arguments
+from .trainer import FinetuneTrainer, training_arguments
+from .budget import BUDGET_MARGIN_S, BudgetDeadline
+from .fit import prepare_resume, train_or_finish
+from .train import load_run
 from .graders import (GraderError, Graded, MissingVariable, PythonLimits, grade_samples, grader_types,
                                   lookup, template_variables, validate_grader)
 

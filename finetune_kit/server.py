@@ -14,18 +14,19 @@ import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import __version__
 from .api_errors import APIError, error_response, install_error_handlers
+from .connections import ConnectionLimits, uvicorn_options
 from .core import FinetuneKitError
 from .engine import queue_reply
 from .registry import ModelRegistry, parse_sources
+from .structured import FormatError, json_schema_of
 
 # %% auto #0
-__all__ = ['MAX_STOPS', 'MAX_STOP_CHARS', 'SYSTEM_FINGERPRINT', 'UVICORN_LIMITS', 'ChatRequest', 'chat_router', 'host_name',
-           'host_port', 'is_loopback', 'host_allowed', 'default_allowed_hosts', 'key_matches', 'create_app',
-           'build_app', 'serve', 'ServerThread']
+__all__ = ['NO_EFFECT', 'NOT_SERVED', 'MAX_STOPS', 'MAX_STOP_CHARS', 'SYSTEM_FINGERPRINT', 'ChatRequest', 'chat_router',
+           'host_name', 'host_port', 'is_loopback', 'host_allowed', 'default_allowed_hosts', 'key_matches',
+           'create_app', 'build_app', 'serve', 'ServerThread']
 
 # %% ../nbs/api/04_server.ipynb #e25ad4e3
 class _Message(BaseModel):
@@ -48,8 +49,8 @@ class _StreamOptions(BaseModel):
     include_usage: bool = False
 
 class ChatRequest(BaseModel):
-    "The body of `POST /v1/chat/completions` (the part of OpenAI's that this server implements)."
-    model_config = ConfigDict(strict=True, extra="ignore")
+    "The body of `POST /v1/chat/completions`: the parameters this server serves; the others are checked by `_check`."
+    model_config = ConfigDict(strict=True, extra="allow")
     model: str
     messages: list[_Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)  # 0: greedy
@@ -58,10 +59,24 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name of max_tokens
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = 1
-    stream: bool = False
+    n: int | None = Field(None, ge=1, le=128)  # choices, sampled together in one batch
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    response_format: dict | None = None
+    stream: bool | None = False
     stream_options: _StreamOptions | None = None
-    tools: list | None = None
+
+# OpenAI's other parameters: no effect on a local server (accepted), or not served (a 400 naming them)
+NO_EFFECT = {"user", "metadata", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+             "prompt_cache_options", "parallel_tool_calls", "store", "modalities"}
+NOT_SERVED = {"tools": "tools and function calling", "tool_choice": "tools and function calling",
+              "functions": "tools and function calling", "function_call": "tools and function calling",
+              "audio": "audio output", "prediction": "predicted outputs", "web_search_options": "web search",
+              "reasoning_effort": "reasoning settings (no model served here reasons)",
+              "verbosity": "verbosity settings", "moderation": "moderation"}
 
 # %% ../nbs/api/04_server.ipynb #7d0b6ec7
 class _EventStream(StreamingResponse):
@@ -81,10 +96,35 @@ def _sse(obj) -> str:
 
 MAX_STOPS, MAX_STOP_CHARS = 4, 256  # OpenAI's count; a length cap, as every token is checked against each stop
 
+def _other_params(req: ChatRequest) -> None:
+    "A 400 for a parameter this server does not serve, or one OpenAI does not know; nothing is silently ignored."
+    for k, v in (req.model_extra or {}).items():
+        if v is None or k in NO_EFFECT and not (k == "store" and v is True or k == "modalities" and v != ["text"]):
+            continue
+        if k in NOT_SERVED or k in NO_EFFECT:
+            what = NOT_SERVED.get(k) or {"store": "storing completions", "modalities": "output other than text"}[k]
+            raise APIError(400, f"{k}: {what} is not supported by this server", param=k)
+        raise APIError(400, f"Unrecognized request argument supplied: {k}", param=k)
+
+def _rules(req: ChatRequest) -> dict | None:
+    "What the request asks of each token beyond temperature and top_p (`engine.TokenRules`), or a 400."
+    if req.top_logprobs is not None and not req.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    try: schema = json_schema_of(req.response_format)
+    except FormatError as e: raise APIError(400, str(e), param=e.param) from None
+    bias = {}
+    for k, v in (req.logit_bias or {}).items():
+        if not k.isdigit() or not -100 <= v <= 100:
+            raise APIError(400, f"logit_bias: {k!r}: keys are token ids, values -100 to 100", param="logit_bias")
+        bias[int(k)] = float(v)
+    rules = dict(bias=bias, presence=req.presence_penalty or 0.0, frequency=req.frequency_penalty or 0.0,
+                 top_logprobs=(req.top_logprobs or 0) if req.logprobs else None, schema=schema)
+    used = bias or rules["presence"] or rules["frequency"] or req.logprobs or schema is not None
+    return rules if used else None
+
 def _check(req: ChatRequest, max_tokens_limit: int) -> tuple[list[dict], dict]:
     "The chat messages and generation settings of a request, or a 400 `APIError`."
-    if req.n != 1: raise APIError(400, "only n=1 is supported", param="n")
-    if req.tools: raise APIError(400, "tools are not supported by this server", param="tools")
+    _other_params(req)
     max_tokens = req.max_completion_tokens or req.max_tokens
     if max_tokens is not None and max_tokens > max_tokens_limit:
         raise APIError(
@@ -102,7 +142,7 @@ def _check(req: ChatRequest, max_tokens_limit: int) -> tuple[list[dict], dict]:
     messages = [m.to_chat() for m in req.messages]
     temperature = 1.0 if req.temperature is None else req.temperature
     gen = dict(max_tokens=max_tokens, max_tokens_limit=max_tokens_limit, temperature=temperature,
-               top_p=1.0 if req.top_p is None else req.top_p, stop=stop, seed=req.seed)
+               top_p=1.0 if req.top_p is None else req.top_p, stop=stop, seed=req.seed, rules=_rules(req))
     return messages, gen
 
 # %% ../nbs/api/04_server.ipynb #bc650f80
@@ -118,56 +158,83 @@ async def _unless_gone(request: Request, fut, cancel: threading.Event):
 _BACKEND = f"finetune_kit {__version__} torch {torch.__version__}"
 SYSTEM_FINGERPRINT = "fp_" + hashlib.sha256(_BACKEND.encode()).hexdigest()[:10]
 
-def _usage(out: dict) -> dict:
-    "OpenAI's `usage` of a finished reply."
-    return {"prompt_tokens": out["prompt_tokens"], "completion_tokens": out["completion_tokens"],
-            "total_tokens": out["prompt_tokens"] + out["completion_tokens"]}
+def _usage(outs: list[dict]) -> dict:
+    "OpenAI's `usage` of finished replies to one prompt (its `n` choices): the prompt counted once."
+    prompt, completion = outs[0]["prompt_tokens"], sum(o["completion_tokens"] for o in outs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-def _completion(head: dict, out: dict) -> dict:
-    "A finished reply as OpenAI's `chat.completion` (`head`: its id, created, model and fingerprint)."
-    message = {"role": "assistant", "content": out["text"], "refusal": None}
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": out["finish_reason"]}
-    return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(out)}
+def _logprobs(out: dict) -> dict | None:
+    return {"content": out["logprobs"], "refusal": None} if "logprobs" in out else None
 
+def _completion(head: dict, outs: list[dict]) -> dict:
+    "Finished replies as OpenAI's `chat.completion` (`head`: its id, created, model and fingerprint)."
+    choices = [{"index": i, "message": {"role": "assistant", "content": o["text"], "refusal": None},
+                "logprobs": _logprobs(o), "finish_reason": o["finish_reason"]} for i, o in enumerate(outs)]
+    return {**head, "object": "chat.completion", "choices": choices, "usage": _usage(outs)}
+
+def _choices(registry: ModelRegistry, req: ChatRequest, messages: list[dict], gen: dict, cancel: threading.Event,
+             **callbacks) -> list:
+    """The futures of the request's `n` choices, queued together so that they share a batch; each its own sample
+    (with `seed`, choice i draws from seed + i). `callbacks` are called with the choice's index first."""
+    futures = []
+    try:
+        for i in range(req.n or 1):
+            seed = None if gen["seed"] is None else (gen["seed"] + i) % 2**63
+            cb = {k: (lambda *a, f=f, i=i: f(i, *a)) for k, f in callbacks.items()}
+            futures.append(queue_reply(registry, req.model, messages, {**gen, "seed": seed}, cancel, **cb))
+    except Exception:
+        cancel.set()  # the choices already queued stop too
+        raise
+    return futures
+
+
+# %% ../nbs/api/04_server.ipynb #226dbf67
 async def _streamed(registry: ModelRegistry, req: ChatRequest, messages: list[dict], gen: dict,
                     head: dict) -> _EventStream:
-    "The reply as server-sent `chat.completion.chunk`s, then `[DONE]`; an error before the first chunk is raised."
-    # the worker thread pushes events into an asyncio queue; the response reads them at the client's pace
+    """The replies as server-sent `chat.completion.chunk`s (each choice's with its `index`), then `[DONE]`; an error
+    before the first chunk is raised."""
+    # the worker threads push events into an asyncio queue; the response reads them at the client's pace
     loop, events, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
-    def emit(kind, value=None):
-        try: loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+    def emit(kind, i, value=None):
+        try: loop.call_soon_threadsafe(events.put_nowait, (kind, i, value))
         except RuntimeError: cancel.set()  # the event loop is gone: nobody is listening
-    def ended(fut):
-        err = fut.exception()
-        if err: emit("error", err)
-        else: emit("end", fut.result())
-    fut = queue_reply(registry, req.model, messages, gen, cancel, on_text=lambda s: emit("text", s),
-                      on_start=lambda n: emit("start", n))
-    fut.add_done_callback(ended)
-    kind, value = await events.get()
+    futures = _choices(registry, req, messages, gen, cancel, on_text=lambda i, s: emit("text", i, s),
+                       on_start=lambda i, n: emit("start", i, n), on_logprob=lambda i, e: emit("logprob", i, e))
+    for i, fut in enumerate(futures):
+        fut.add_done_callback(lambda f, i=i: emit("error", i, f.exception()) if f.exception()
+                              else emit("end", i, f.result()))
+    kind, _, value = await events.get()
     if kind == "error":
         cancel.set()
         raise value  # before the first byte: an ordinary HTTP error
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    include_usage, n = bool(req.stream_options and req.stream_options.include_usage), len(futures)
     chunk = lambda choices, **kw: _sse({**head, "object": "chat.completion.chunk", "choices": choices, **kw})
-    delta = lambda d, finish=None: chunk([{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}])
+    delta = lambda i, d, finish=None, lp=None: chunk([{"index": i, "delta": d, "logprobs": lp,
+                                                       "finish_reason": finish}])
+    logprobs = req.logprobs and {"content": [], "refusal": None}  # per choice: entries not yet sent with their text
 
     async def stream():
-        yield delta({"role": "assistant", "content": ""})
-        while True:
-            kind, value = await events.get()
-            if kind == "text": yield delta({"content": value})
+        pending, ended = [[] for _ in futures], [None] * n
+        for i in range(n): yield delta(i, {"role": "assistant", "content": ""}, lp=logprobs or None)
+        while None in ended:
+            kind, i, value = await events.get()
+            if kind == "logprob": pending[i].append(value)
+            elif kind == "text":
+                yield delta(i, {"content": value}, lp={"content": pending[i], "refusal": None} if logprobs else None)
+                pending[i] = []
             elif kind == "error":
                 e = value if isinstance(value, APIError) else APIError(
                     500, f"generation failed: {type(value).__name__}: {value}", type="server_error")
                 yield _sse(e.body())
                 break
             elif kind == "end":
-                yield delta({}, value["finish_reason"])
-                if include_usage: yield chunk([], usage=_usage(value))
-                break
+                ended[i] = value
+                yield delta(i, {}, value["finish_reason"])
+        else:
+            if include_usage: yield chunk([], usage=_usage(ended))
         yield "data: [DONE]\n\n"
     return _EventStream(stream(), cancel)
+
 
 # %% ../nbs/api/04_server.ipynb #842a00e5
 def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRouter:
@@ -190,8 +257,9 @@ def chat_router(registry: ModelRegistry, max_tokens_limit: int = 2048) -> APIRou
                 "system_fingerprint": SYSTEM_FINGERPRINT}
         if req.stream: return await _streamed(registry, req, messages, gen, head)
         cancel = threading.Event()
-        fut = queue_reply(registry, req.model, messages, gen, cancel)
-        return _completion(head, await _unless_gone(request, asyncio.wrap_future(fut), cancel))
+        futures = _choices(registry, req, messages, gen, cancel)
+        both = asyncio.gather(*map(asyncio.wrap_future, futures))
+        return _completion(head, await _unless_gone(request, both, cancel))
     return r
 
 # %% ../nbs/api/04_server.ipynb #d2fe2554
@@ -319,45 +387,30 @@ def create_app(registry: ModelRegistry,
             names = [n for n in names if not n.startswith("ft:")]
         return {"status": "ok", "models": names}
 
+    from starlette.requests import ClientDisconnect
+    # a body cut off (too slow for `connection_limits`, or the client hung up) is no server fault: no incident
+    app.add_exception_handler(ClientDisconnect, lambda request, exc: error_response(
+        408, "the request body did not arrive in time", code="request_timeout"))
     app.add_middleware(_Gate, api_key=api_key or None, max_body_bytes=max_body_bytes,
                        allowed_hosts=None if allowed_hosts is None else list(allowed_hosts))
     return app
 
 # %% ../nbs/api/04_server.ipynb #68fc677e
-class _HeaderTimeout(H11Protocol):
-    "uvicorn's HTTP/1.1 protocol, closing a connection whose request headers take over `header_timeout` s to arrive."
-    header_timeout = 10.0
-
-    def _arm(self):
-        self._headers_timer = self.loop.call_later(self.header_timeout, self._too_slow)
-
-    def _too_slow(self):
-        if not self.transport.is_closing(): self.transport.close()
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        cycle = self.cycle
-        if self._headers_timer is None and (cycle is None or cycle.response_complete): self._arm()  # a next request
-        super().data_received(data)
-        if self.cycle is not cycle and self._headers_timer is not None:  # a request's headers are complete
-            self._headers_timer.cancel()
-            self._headers_timer = None
-
-    def connection_lost(self, exc):
-        if self._headers_timer is not None: self._headers_timer.cancel()
-        super().connection_lost(exc)
-
-UVICORN_LIMITS = dict(limit_concurrency=64, timeout_keep_alive=5, http=_HeaderTimeout)
-
 def _check_port(host: str, port: int):
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
         try: s.bind((host, port))
         except OSError as e:
             raise FinetuneKitError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+
+def _add_aliases(registry: ModelRegistry, aliases: dict[str, str], services: list = ()) -> None:
+    "Serve each OpenAI name in `aliases` as the local model it maps to: one served, or one a service fine-tunes."
+    known = set(registry.names()) | {m for s in services for m in getattr(s, "base_models", list)()}
+    for alias, target in aliases.items():
+        if target not in known:
+            raise FinetuneKitError(f"--model-alias {alias}={target}: this server neither serves nor fine-tunes "
+                                   f"{target!r} (it has: {', '.join(sorted(known)) or 'no models'})")
+        registry.add_alias(alias, target)
 
 def build_app(sources: list[str], device: str = "auto", preload: bool = True, registry: ModelRegistry | None = None,
               **app_kw) -> FastAPI:
@@ -382,7 +435,9 @@ def serve(sources: list[str],  # run folders, model folders or aliases; `NAME=PA
           max_tokens_limit: int = 2048,
           log_level: str = "info",
           registry: ModelRegistry | None = None,  # the registry to serve from (the one a service adds models to)
-          allowed_hosts: list[str] = ()) -> None:  # Host names to answer besides loopback (and, bound wider, any)
+          allowed_hosts: list[str] = (),  # Host names to answer besides loopback (and, bound wider, any)
+          model_aliases: dict[str, str] | None = None,  # {OpenAI model name: a name served or fine-tuned here}
+          connection_limits: ConnectionLimits | None = None) -> None:  # timeouts, connection caps (04e_connections)
     "Serve `sources` with OpenAI's API at http://host:port/v1 until interrupted."
     import uvicorn
     api_key = api_key or os.environ.get("FINETUNE_KIT_API_KEY") or None
@@ -395,18 +450,23 @@ def serve(sources: list[str],  # run folders, model folders or aliases; `NAME=PA
     app = build_app(sources, device, registry=registry, api_key=api_key, services=services,
                     max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit,
                     allowed_hosts=default_allowed_hosts(host, list(allowed_hosts)))
+    _add_aliases(app.state.registry, model_aliases or {}, services)
+    from finetune_kit.model_sources import NO_INSTALL_ENV
+    os.environ[NO_INSTALL_ENV] = "1"  # the sources are loaded: from now on no request makes this process run pip
     if not is_loopback(host) and not api_key:
         print(f"warning: serving on {host} without an API key: anyone who can reach this machine can use it "
               "(set --api-key)")
     print(f"serving {', '.join(app.state.registry.names()) or '(no models yet)'} at http://{host}:{port}/v1"
           + (" (API key required)" if api_key else ""), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **UVICORN_LIMITS)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                **uvicorn_options(connection_limits))
 
 class ServerThread:
     "Run `app` with uvicorn in a background thread (a free port by default); a context manager; `.url` is its base URL."
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, limits: ConnectionLimits | None = None):
         import uvicorn
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", **UVICORN_LIMITS))
+        opts = uvicorn_options(limits)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", **opts))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ServerThread:

@@ -6,414 +6,26 @@ Docs: https://finetune-kit.github.io/finetune_kit/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #94a0f2ca
 from __future__ import annotations
-import contextlib, hashlib, json, os, shutil, tempfile, time
-from dataclasses import asdict, dataclass
+import hashlib, os, shutil, time
 from pathlib import Path
 
-import numpy as np
-import torch
 from filelock import FileLock
-from fastcore.imports import in_notebook
-from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
-from transformers.trainer import TRAINER_STATE_NAME
 
-from .core import atomic_open, library_quiet
-from .config import (EVAL_SHARE, ConfigError, FinetuneConfig, auto_evaluation, eval_subset,
-    interval_dividing, load_config, parse_duration, plan_budget, resolve_auto, smoke_cap, smoke_limits)
-from .data import ChatCollator, CleanOptions, clean_steps, load_examples, load_splits, tokenize_examples
-from .model import (check_memory, count_parameters, estimate_memory, load_model, load_tokenizer,
-                                pick_device, pick_precision, setup_strategy)
-from .model_sources import describe_source, model_source, tiny_wanted
-from .speed import SupervisedHead, describe_plan, speed_setup, supervised_loss
-# the run folder's bookkeeping (layout, checkpoints, metrics, summary, plots, table of runs): a reference notebook
-from .runs import (BASE_MODEL, COMPLETE, LivePlot, MetricsLogger, RunDir, RunError, TrainingBar,
-                               TrainingDiverged, chat_sizes, checkpoint_step, mark_complete, new_run_dir, read_metrics,
-                               run_base_model, write_run_files, write_summary)
+from .core import library_quiet
+from .config import ConfigError, FinetuneConfig, load_config, smoke_cap, smoke_limits
+from .cleaning import CleanOptions, clean_steps
+from .data import load_examples
+from .splits import load_splits
+from .model import load_model, load_tokenizer
+from .model_sources import tiny_wanted
+from .runs import RunDir, RunError, new_run_dir, run_base_model
+# the Trainer, the time budget and the run itself: the reference notebooks api/09b_trainer, 09c_budget and 09d_fit
+from .fit import main_process, prepare_resume, run_training
 
 # %% auto #0
-__all__ = ['BUDGET_MARGIN_S', 'BUDGET_PLAN_SHARE', 'COURSE_RUN', 'argmax_logits', 'token_accuracy', 'FinetuneTrainer',
-           'training_arguments', 'make_trainer', 'StepProbe', 'probe_training', 'BudgetDeadline', 'fit_time_budget',
-           'probe_config', 'train_or_finish', 'clean_options', 'train', 'prepare_resume', 'resume_run', 'course_config',
-           'course_run', 'load_run']
+__all__ = ['COURSE_RUN', 'clean_options', 'train', 'resume_run', 'course_config', 'course_run', 'load_run']
 
-# %% ../nbs/03_train.ipynb #6b75cab9
-def argmax_logits(logits, labels):
-    "Keep only the predicted token ids of an evaluation batch."
-    return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
-
-def token_accuracy(pred) -> dict:
-    "Share of supervised tokens predicted exactly (predictions at position t are for the label at t+1)."
-    preds, labels = pred.predictions[:, :-1], pred.label_ids[:, 1:]
-    mask = labels != -100
-    return {"token_accuracy": float((preds[mask] == labels[mask]).mean()) if mask.any() else 0.0}
-
-# %% ../nbs/03_train.ipynb #94b65314
-class FinetuneTrainer(Trainer):
-    "The HF Trainer, stopping on a non-finite loss, marking checkpoints complete, and with the fast loss."
-    def __init__(self, *args, supervised_head: SupervisedHead | None = None, **kw):
-        super().__init__(*args, **kw)
-        self.supervised_head, self._tacc = supervised_head, torch.zeros(2)
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        "With a `supervised_head`: the loss and predicted tokens at supervised positions only; else the Trainer's own."
-        if self.supervised_head is None: return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss, pos, pred, targets = supervised_loss(model, inputs, self.supervised_head, num_items_in_batch)
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None  # divided by the whole accumulated batch's tokens
-        n_proc = self.accelerator.num_processes
-        # num_items counts every process's tokens, and DDP averages the gradients
-        if self.loss_is_scaled_for_ga and self.args.average_tokens_across_devices and n_proc > 1: loss = loss * n_proc
-        if model.training:  # counted on the device: no host sync in the training step
-            hits = torch.stack([(pred == targets).sum(), pred.new_tensor(len(targets))]).float()
-            self._tacc = self._tacc.to(pred.device) + hits
-        if not return_outputs: return loss
-        ids = torch.full_like(inputs["labels"], -100)
-        ids.view(-1)[pos] = pred  # predicted next token where there is a label: what `token_accuracy` compares
-        return loss, {"loss": loss, "logits": ids}
-    def log(self, logs: dict, *args, **kw):
-        "Adds the training token accuracy (share of supervised tokens predicted exactly since the last log)."
-        if "loss" in logs:  # every process logs here, so the reduce below is reached by all of them
-            t = self._tacc.to(self.args.device)
-            if self.accelerator.num_processes > 1: t = self.accelerator.reduce(t, reduction="sum")
-            if t[1] > 0: logs["token_accuracy"] = round(float(t[0] / t[1]), 4)
-            self._tacc = torch.zeros_like(self._tacc)
-        super().log(logs, *args, **kw)
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise TrainingDiverged(f"step {self.state.global_step + 1}: the training loss is {loss.item()}. "
-                                   "Lower learning_rate, check the data, or train in fp32 (precision: fp32).")
-        return loss
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        step = self.state.global_step
-        if self.args.should_save: mark_complete(Path(self.args.output_dir)/f"{PREFIX_CHECKPOINT_DIR}-{step}", step)
-
-# %% ../nbs/03_train.ipynb #d49e7a57
-def training_arguments(cfg: FinetuneConfig, run_dir: Path, device: str, precision: str, has_validation: bool,
-                       autocast: bool = True, group_by_length: bool = False) -> TrainingArguments:
-    "`TrainingArguments` for a resolved `cfg` (no `auto` left): checkpoints and logs inside `run_dir`."
-    if has_validation and cfg.save_steps % cfg.eval_steps:
-        raise ConfigError(
-            f"save_steps={cfg.save_steps} must be a multiple of eval_steps={cfg.eval_steps} to keep the best checkpoint"
-        )
-    return TrainingArguments(
-        output_dir=str(RunDir(run_dir).checkpoints), seed=cfg.seed, data_seed=cfg.seed,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        logging_steps=cfg.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
-        eval_strategy="steps" if has_validation else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints,
-        load_best_model_at_end=has_validation, metric_for_best_model="eval_loss", greater_is_better=False,
-        bf16=autocast and precision == "bf16", fp16=autocast and precision == "fp16", use_cpu=device == "cpu",
-        train_sampling_strategy="group_by_length" if group_by_length else "random", length_column_name="length",
-        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", 1)) > 1 else None,
-        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False)
-
-# %% ../nbs/03_train.ipynb #6c4148d6
-def _main_process(device: str = "auto"):
-    "accelerate's process state, set up as the Trainer will set it up (several CPU processes talk over gloo)."
-    from accelerate import PartialState
-    cpu = pick_device(device) == "cpu"
-    return PartialState(cpu=cpu, **({"backend": "gloo"} if cpu and int(os.environ.get("WORLD_SIZE", 1)) > 1 else {}))
-
-def _shared_run_dir(cfg: FinetuneConfig, state) -> Path:
-    "The new run folder, chosen by the main process and broadcast to the others."
-    from accelerate.utils import broadcast_object_list
-    box = [str(new_run_dir(cfg)) if state.is_main_process else None]
-    if state.num_processes > 1: broadcast_object_list(box)
-    return Path(box[0])
-
-# %% ../nbs/03_train.ipynb #2442ab9f
-def make_trainer(rcfg: FinetuneConfig, model, tok, data: dict, run_dir: Path, device: str, precision: str,
-                 callbacks=(), group_by_length: bool = True,  # False: random batches even on the fast path
-                 packed: bool | None = None):  # batches without padding; None: where the fast path's attention pays
-    "(FinetuneTrainer, fast-path plan or None) for a model set up for `rcfg.strategy` and tokenized `data` splits."
-    longest = max(map(len, data["train"]["input_ids"]))
-    plan = speed_setup(model, rcfg.strategy, device, precision, longest) if rcfg.fast else None
-    if plan: plan["group_by_length"] = group_by_length
-    if plan and packed is not None: plan["packed"] = packed
-    if plan:  # lengths for the length-grouped sampler
-        data = {k: ds if "length" in ds.column_names else ds.add_column("length", [len(x) for x in ds["input_ids"]])
-                for k, ds in data.items()}
-    args = training_arguments(rcfg, run_dir, device, precision, "validation" in data,
-                              autocast=plan["autocast"] if plan else True,
-                              group_by_length=bool(plan and plan["group_by_length"]))
-    trainer = FinetuneTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("validation"),
-                              data_collator=ChatCollator(tok.pad_token_id, packed=bool(plan and plan["packed"])),
-                              compute_metrics=token_accuracy,
-                              preprocess_logits_for_metrics=None if plan else argmax_logits, callbacks=list(callbacks),
-                              supervised_head=SupervisedHead(model) if plan else None)
-    if trainer.pop_callback(ProgressCallback): trainer.add_callback(TrainingBar)
-    return trainer, plan
-
-# %% ../nbs/03_train.ipynb #c7a1b002
-@dataclass
-class StepProbe:
-    "What a few real training steps measured on this machine."
-    step_s: float  # seconds per optimizer step (batch_size x grad_accum examples)
-    tokens_per_s: float  # training tokens (padding not counted) per second
-    eval_example_s: float  # seconds to score one validation example; 0 without a validation split
-    steps: int  # steps timed
-    seconds: float  # what the probe itself cost, setup included
-    save_s: float = 0.0  # seconds to write one checkpoint (weights, optimizer, schedule)
-
-class _StepClock(TrainerCallback):
-    "Notes the time at the end of every step, and keeps the probe from writing a checkpoint."
-    def __init__(self): self.times = []
-    def on_step_end(self, args, state, control, **kw):
-        self.times.append(time.perf_counter())
-        control.should_save = control.should_evaluate = False
-
-@contextlib.contextmanager
-def _no_datasets_bars():
-    import datasets
-    shown = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try: yield
-    finally:
-        if shown: datasets.enable_progress_bars()
-
-@torch.no_grad()
-def _put_back(model, saved: dict, rng_state: torch.Tensor):
-    "The trainable weights as `saved` holds them, no gradients, and the random generator as it was."
-    for k, p in model.named_parameters():
-        if k in saved:
-            p.copy_(saved[k])
-            p.grad = None
-    torch.random.set_rng_state(rng_state)
-
-# %% ../nbs/03_train.ipynb #c7a1b012
-def probe_training(rcfg: FinetuneConfig, model, tok, data: dict, device: str, precision: str,
-                   steps: int = 3,  # steps timed, after one untimed warm-up step
-                   eval_examples: int = 16,  # validation examples timed
-                  ) -> StepProbe:
-    "Time the real training step of `rcfg` (fast path, optimizer) and a validation pass; the weights are put back."
-    start = time.perf_counter()
-    train, per_step = data["train"], rcfg.batch_size * rcfg.grad_accum
-    rng = np.random.default_rng(rcfg.seed)
-    with _no_datasets_bars():  # "Flattening the indices" of a subset: nothing a user needs to see
-        sub = train.select(rng.integers(0, len(train), per_step * (steps + 1)).tolist()).flatten_indices()
-    val = data.get("validation")
-    val = val.select(range(min(eval_examples, len(val)))) if val is not None and len(val) else None
-    saved = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-    rng_state, clock = torch.random.get_rng_state(), _StepClock()
-    # past the probe's end: no evaluation, checkpoint or log line of its own
-    pcfg = rcfg.replace(max_steps=steps + 1, eval_steps=steps + 2, save_steps=steps + 2, logging_steps=steps + 2,
-                        early_stopping_patience=None)
-    with tempfile.TemporaryDirectory() as d:
-        trainer, _ = make_trainer(pcfg, model, tok, {"train": sub}, Path(d), device, precision, [clock],
-                                  group_by_length=False)  # random batches: the cost of an average step
-        trainer.pop_callback(TrainingBar)
-        eval_s = save_s = 0.0
-        try:
-            with library_quiet(): trainer.train()
-            t = time.perf_counter()
-            trainer._save_checkpoint(trainer.model, trial=None)  # what every evaluation of a run is followed by
-            save_s = time.perf_counter() - t
-            if val is not None:
-                t = time.perf_counter()
-                with library_quiet(): trainer.evaluate(eval_dataset=val)
-                eval_s = (time.perf_counter() - t) / len(val)
-        finally:
-            if trainer.supervised_head: trainer.supervised_head.remove()
-            _put_back(model, saved, rng_state)
-            del trainer
-    timed = clock.times[-1] - clock.times[0]  # the last `steps` steps
-    tokens = sum(map(len, sub["input_ids"])) * steps / (steps + 1)
-    return StepProbe(timed / steps, tokens / timed, eval_s, steps, time.perf_counter() - start, save_s)
-
-# %% ../nbs/03_train.ipynb #c7a1b003
-BUDGET_MARGIN_S = 5.0  # kept back from a time budget for saving the final weights and the summary
-BUDGET_PLAN_SHARE = 0.9  # of the time left, the share the plan fills (steps run slower than the probe's)
-
-class BudgetDeadline(TrainerCallback):
-    """Stops training before a deadline (a time budget whose plan the steps ran slower than the probe measured): after
-    the first step that leaves less time than it took itself, so the next one cannot run past it."""
-    def __init__(self, deadline: float): self.deadline, self.stopped_at, self.began = deadline, None, None
-    def on_step_begin(self, args, state, control, **kw): self.began = time.time()
-    def on_step_end(self, args, state, control, **kw):
-        now = time.time()
-        if now + (now - (self.began or now)) >= self.deadline and state.global_step < state.max_steps:
-            control.should_training_stop = control.should_save = True
-            self.stopped_at = state.global_step
-            print(f"time budget reached: stopping at step {state.global_step} of {state.max_steps}")
-
-# %% ../nbs/03_train.ipynb #c7a1b013
-def fit_time_budget(rcfg: FinetuneConfig, record: dict, data: dict, probe: StepProbe, seconds_left: float) -> tuple:
-    "(config, record, data) with the steps, evaluation schedule and validation examples that fit `seconds_left`."
-    n_val = len(data["validation"]) if "validation" in data else 0
-    auto_eval = "eval_steps" in record  # the interval was `auto`: the budget may choose it
-    # measured: a run's steps took 10-17% longer than the probe's (2-core AVX2, emulated), so the plan keeps a share
-    # back; `BudgetDeadline` stops a run that still overruns
-    plan = plan_budget((seconds_left - BUDGET_MARGIN_S) * BUDGET_PLAN_SHARE, probe.step_s, record["total_steps"],
-                       probe.eval_example_s,
-                       n_val, evals=10 if auto_eval else None, eval_steps=None if auto_eval else rcfg.eval_steps,
-                       save_s=probe.save_s)
-    return _apply_plan(rcfg, record, data, plan) + (plan,)
-
-def _grouped(record: dict) -> bool:
-    "Whether the run's batches are grouped by length: yes, unless a time budget cut the schedule short."
-    return record.get("time_budget", {}).get("plan", {}).get("group_by_length", True)
-
-def _apply_plan(rcfg: FinetuneConfig, record: dict, data: dict, plan: dict) -> tuple:
-    "`plan_budget`'s plan applied: max_steps, eval/save interval, and the validation split cut (or dropped)."
-    update = dict(max_steps=plan["steps"], eval_steps=plan["eval_steps"])
-    if "save_steps" in record:  # `auto`: at every evaluation, or four times in a run without evaluation
-        update["save_steps"] = plan["eval_steps"] if plan["evaluations"] else max(1, plan["steps"] // 4)
-    elif "eval_steps" in record and plan["evaluations"]:  # your save_steps stays; evaluation must divide it
-        update["eval_steps"] = interval_dividing(rcfg.save_steps, plan["eval_steps"])
-    data = dict(data)
-    if "validation" in data:
-        if plan["val_examples"]:
-            with _no_datasets_bars():
-                keep = eval_subset(len(data["validation"]), plan["val_examples"], rcfg.seed)
-                data["validation"] = data["validation"].select(keep).flatten_indices()
-        else: del data["validation"]
-    return rcfg.replace(**update), {**record, "total_steps": plan["steps"]}, data
-
-# %% ../nbs/03_train.ipynb #c7a1b004
-def _budgeted(rcfg: FinetuneConfig, record: dict, data: dict, model, tok, device: str, precision: str, state,
-              started: float, resumed: Path | None = None) -> tuple:
-    "The run fitted to `rcfg.time_budget`: a new run probes and plans; a resumed one applies the plan it recorded."
-    if resumed is not None:
-        b = json.loads(RunDir(resumed).hyperparameters.read_text()).get("time_budget")
-        if not b: raise RunError(f"{resumed} has a time_budget but no recorded plan: start a new run")
-        rcfg, record, data = _apply_plan(rcfg, record, data, b["plan"])
-        return rcfg, {**record, "time_budget": b}, data
-    probe = probe_training(rcfg, model, tok, data, device, precision)
-    budget = parse_duration(rcfg.time_budget)
-    *_, plan = fit_time_budget(rcfg, record, data, probe, budget - (time.time() - started))
-    if state.num_processes > 1:  # every process probed (the steps are collective); the first one's plan holds
-        from accelerate.utils import broadcast_object_list
-        box = [plan]
-        broadcast_object_list(box)
-        plan = box[0]
-    rcfg, record, data = _apply_plan(rcfg, record, data, plan)
-    record["time_budget"] = {"budget_s": budget, "started": started, "probe": asdict(probe), "plan": plan,
-                             "rule": f"steps that fit, at most the schedule's; evaluation <= {EVAL_SHARE:.0%} of "
-                                     "training"}
-    if state.is_main_process:
-        ev = (f", {plan['evaluations']} evaluations on {plan['val_examples']} validation examples"
-              if plan["evaluations"] else "")
-        print(f"time budget {rcfg.time_budget}: the probe measured {probe.step_s:.2f} s/step ({probe.tokens_per_s:.0f} "
-              f"tokens/s) in {probe.seconds:.0f} s; training {plan['steps']} steps{ev}, about "
-              f"{plan['est_train_s'] + plan['est_eval_s']:.0f} s")
-    return rcfg, record, data
-
-# %% ../nbs/03_train.ipynb #c7a1b005
-def probe_config(cfg: FinetuneConfig, splits: dict, steps: int = 3) -> StepProbe:
-    "The probe `train` runs under a time budget, for `cfg` on `splits`, without training: for estimates (preflight)."
-    source = model_source(cfg.model)
-    model, tok, data, rcfg, _, device, precision = _load_for_training(cfg, Path(source["path"]), splits, False)
-    return probe_training(rcfg, model, tok, data, device, precision, steps)
-
-# %% ../nbs/03_train.ipynb #867ede5b
-def _load_for_training(cfg: FinetuneConfig, model_path: Path, splits: dict, verbose: bool) -> tuple:
-    "(model set up for the strategy, tokenizer, tokenized splits, resolved config, its record, device, precision)."
-    device = pick_device(cfg.device)
-    precision = pick_precision(cfg.precision, device)
-    model, tok = load_model(str(model_path), device, quantize_4bit=cfg.strategy == "qlora")
-    data = {k: tokenize_examples(tok, splits[k], cfg.max_seq_len, verbose=verbose)
-            for k in ("train", "validation") if splits.get(k)}
-    if "validation" in data and (cap := smoke_cap("max_eval_examples")):  # a smoke run validates on a few examples too
-        data["validation"] = data["validation"].select(range(min(cap, len(data["validation"]))))
-    rcfg, record = resolve_auto(cfg, len(data["train"]))
-    if "validation" in data and "eval_steps" in record and not rcfg.time_budget:  # a budget plans from its probe
-        lengths = {k: [len(x) for x in data[k]["input_ids"]] for k in ("train", "validation")}
-        rcfg, record, keep = auto_evaluation(rcfg, record, lengths["train"], lengths["validation"])
-        data["validation"] = data["validation"].select(keep)
-    set_seed(cfg.seed)
-    model = setup_strategy(model, rcfg)
-    check_memory(estimate_memory(model, rcfg.batch_size * max(map(len, data["train"]["input_ids"]))), device)
-    return model, tok, data, rcfg, record, device, precision
-
-def _callbacks(rcfg: FinetuneConfig, run: RunDir, has_validation: bool, main: bool, extra: list | None,
-               budget: dict | None = None) -> list:
-    "The run's callbacks: the metrics file, the caller's, early stopping, a deadline, TensorBoard, Jupyter's live plot."
-    cbs = [MetricsLogger(run.metrics), *(extra or [])]
-    # the plan may not hold if the machine slows down: a hard stop at the budget too (a resume has no clock to keep)
-    if budget: cbs.append(BudgetDeadline(budget["started"] + budget["budget_s"] - BUDGET_MARGIN_S))
-    if rcfg.early_stopping_patience and has_validation: cbs.append(EarlyStoppingCallback(rcfg.early_stopping_patience))
-    if rcfg.tensorboard: cbs.append(_tensorboard(run.path))
-    if in_notebook() and main: cbs.append(LivePlot())
-    return cbs
-
-# %% ../nbs/03_train.ipynb #e3280c69
-def _fit(
-    cfg: FinetuneConfig, run_dir: Path, splits: dict, resume_from: Path | None = None, callbacks: list | None = None,
-    started: float | None = None,  # when `train` was called: a time budget counts from there
-) -> Path:
-    "Train `cfg` on `splits` into `run_dir` (written already when resuming)."
-    state = _main_process(cfg.device)
-    # a new run records what its base resolved to; a resumed one loads exactly that, checked
-    source = model_source(cfg.model) if resume_from is None else json.loads(RunDir(run_dir).base_model.read_text())
-    model_path = Path(source["path"]) if resume_from is None else run_base_model(run_dir)
-    main = state.is_main_process
-    model, tok, data, rcfg, record, device, precision = _load_for_training(cfg, model_path, splits, main)
-    if rcfg.time_budget:
-        rcfg, record, data = _budgeted(rcfg, record, data, model, tok, device, precision, state,
-                                       started or time.time(), resumed=run_dir if resume_from else None)
-    trainable, total = count_parameters(model)
-    if resume_from is None:
-        run_dir = _shared_run_dir(cfg, state)
-        if state.is_main_process: write_run_files(cfg, rcfg, record, splits, run_dir, source, chat_sizes(splits, data))
-        state.wait_for_everyone()
-    run = RunDir(run_dir)
-    if state.is_main_process:
-        print(f"base model: {describe_source(source)}")
-        print(f"run {run_dir}: {len(data['train'])} training examples, strategy {rcfg.strategy}, {trainable:,} of "
-              f"{total:,} parameters trainable, {device} {precision} x{state.num_processes}; epochs {rcfg.epochs:g}, "
-              f"batch {rcfg.batch_size}, lr {rcfg.learning_rate}")
-    cbs = _callbacks(rcfg, run, "validation" in data, main, callbacks,
-                     None if resume_from else record.get("time_budget"))
-    trainer, plan = make_trainer(rcfg, model, tok, data, run_dir, device, precision, cbs,
-                                 group_by_length=_grouped(record))
-    if state.is_main_process and plan:
-        print(describe_plan(plan))
-    start = time.time()
-    out = train_or_finish(trainer, resume_from)
-    facts = dict(model=cfg.model, base_model=describe_source(source), model_source=source, strategy=rcfg.strategy,
-                 device=device, precision=precision, processes=state.num_processes,
-                 train_examples=len(data["train"]), trainable_params=trainable, total_params=total)
-    _save_final(run, trainer, tok, facts, out, time.time() - start, plan, resume_from, state.is_main_process)
-    state.wait_for_everyone()
-    return run_dir
-
-# %% ../nbs/03_train.ipynb #c7a1b006
-def _save_final(run: RunDir, trainer, tok, facts: dict, out, seconds: float, plan, resume_from, main: bool):
-    "The final weights (and tokenizer) in the run folder, and its `summary.json`."
-    trainer.save_model(str(run.final(facts["strategy"])))
-    if not main: return
-    tok.save_pretrained(run.final(facts["strategy"]))
-    write_summary(run, facts, out, trainer.state.best_model_checkpoint, seconds, fast_path=plan,
-                  resumed_from=str(resume_from) if resume_from else None)
-
-def train_or_finish(trainer, resume_from: Path | None):
-    """`trainer.train()`, resuming from `resume_from`; a checkpoint of the run's last step only finishes the run: the
-    Trainer checks for the end after a step, not before, so it would train one step more than the run has."""
-    if resume_from is not None:
-        st = TrainerState.load_from_json(str(Path(resume_from)/TRAINER_STATE_NAME))
-        if st.max_steps and st.global_step >= st.max_steps:  # stopped after its last checkpoint, before its end
-            trainer._load_from_checkpoint(str(resume_from))
-            trainer.state = st
-            best = st.best_model_checkpoint
-            if trainer.args.load_best_model_at_end and best and Path(best).is_dir(): trainer._load_best_model()
-            losses = [h["loss"] for h in st.log_history if "loss" in h]
-            return TrainOutput(st.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
-    return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-# %% ../nbs/03_train.ipynb #42316066
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("tensorboard: true needs the tensorboard package: pip install tensorboard") from None
-    from transformers.integrations import TensorBoardCallback
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir/"tensorboard")))
-
+# %% ../nbs/03_train.ipynb #44fe007f
 def clean_options(cfg: FinetuneConfig) -> CleanOptions | None:
     "The cleaning `cfg` asks for: the safe defaults plus its opt-in `clean_options` (None: `clean_data` is off)."
     opt_in = clean_steps(default=False)
@@ -441,40 +53,22 @@ def train(
     cfg = smoke_limits(cfg)
     _check_scheduler(cfg.lr_scheduler)
     clean_options(cfg)  # an unknown step fails here, before any data loads
-    main = _main_process(cfg.device).is_main_process
+    main = main_process(cfg.device).is_main_process
     if main: new_run_dir(cfg)  # fail now on an existing run, before any slow step
     splits = load_splits(cfg.data, cfg.validation_data, cfg.test_data, cfg.val_size, cfg.test_size, cfg.seed,
                          threshold=cfg.dedup_threshold, clean=clean_options(cfg), dedup=cfg.drop_duplicates,
                          strict=cfg.strict_data, fmt=cfg.data_format, mapping=cfg.data_columns, verbose=main)
-    return _fit(cfg, None, splits, callbacks=callbacks, started=started)
+    return run_training(cfg, None, splits, callbacks=callbacks, started=started)
 
 
-# %% ../nbs/03_train.ipynb #ed83846c
-def prepare_resume(run_dir: str | Path) -> tuple[RunDir, Path]:
-    """(run, checkpoint) of an interrupted run, made ready to continue: its base checked, the checkpoints after the
-    newest complete one and the metrics after its step removed (SFT and preference runs alike)."""
-    run = RunDir(run_dir).require()
-    if run.summary.is_file(): raise RunError(f"{run.path} finished already; nothing to resume")
-    ckpt = run.latest_checkpoint()
-    if ckpt is None: raise RunError(f"{run.path} has no complete checkpoint to resume from; start a new run")
-    if not run.base_model.is_file():
-        raise RunError(f"{run.path} has no {BASE_MODEL} (made by an older finetune_kit); start a new run")
-    run_base_model(run.path)  # fail now, before anything is changed, if the base model is gone or differs
-    step = checkpoint_step(ckpt)
-    for p in run.checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):  # half-written or newer than the one we resume
-        if p != ckpt and (not (p/COMPLETE).is_file() or checkpoint_step(p) > step): shutil.rmtree(p)
-    kept = [r for r in read_metrics(run.path) if r.get("step", 0) <= step]  # drops a torn last line, too
-    with atomic_open(run.metrics) as f: f.writelines(json.dumps(r) + "\n" for r in kept)
-    print(f"resuming {run.path} from {ckpt.name}")
-    return run, ckpt
-
+# %% ../nbs/03_train.ipynb #1d7bb3db
 def resume_run(run_dir: str | Path, callbacks: list | None = None) -> Path:
     "Continue an interrupted run from its newest complete checkpoint, exactly as if it had not stopped."
     run, ckpt = prepare_resume(run_dir)
     run_dir = run.path
     splits = {k: load_examples(run.split(k)) if run.split(k).stat().st_size else []
               for k in ("train", "validation", "test")}
-    return _fit(load_config(run.config), run_dir, splits, resume_from=ckpt, callbacks=callbacks)
+    return run_training(load_config(run.config), run_dir, splits, resume_from=ckpt, callbacks=callbacks)
 
 # %% ../nbs/03_train.ipynb #71102f25
 COURSE_RUN = "course"  # the run folder's name under `runs_dir`

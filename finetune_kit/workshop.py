@@ -163,7 +163,8 @@ def prepare_workshop(out_dir: str | Path,  # the workshop folder to create
     run = None
     if train:
         from finetune_kit.config import FinetuneConfig
-        from finetune_kit.evaluate import TITLES_LESSON, routing_folds
+        from finetune_kit.evaluate import TITLES_LESSON
+        from finetune_kit.folds import routing_folds
         from finetune_kit.preference import PREFERENCE_LESSON, train_preference
         from finetune_kit.runs import trained_once
         from finetune_kit.train import course_run, train as train_sft

@@ -76,7 +76,7 @@ def train_tiny_run(d: Path, tickets: int = 16, max_steps: int = 2, test_size: in
 
 def wait_for(client, job_id, statuses=None, timeout=600):
     "Poll a fine-tuning job with the official client until its status is in `statuses` (default: a terminal one)."
-    from finetune_kit.jobs_service import TERMINAL
+    from finetune_kit.job_store import TERMINAL
     statuses, deadline = statuses or TERMINAL, time.time() + timeout
     while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in statuses:
         assert time.time() < deadline, f"job {job_id} still {job.status} after {timeout}s"

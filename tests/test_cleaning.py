@@ -1,8 +1,9 @@
 "Default cleaning is the identity on code, JSON, Markdown and poetry, up to the documented normalisations (issue 12)."
 import json, subprocess, sys, unicodedata
 from hypothesis import given, settings, strategies as st
-from finetune_kit.data import (CleanOptions, clean_example, clean_text, cleaning_effects, load_examples, load_splits,
-                               prepare_data)
+from finetune_kit.cleaning import CleanOptions, clean_example, clean_text, cleaning_effects
+from finetune_kit.data import load_examples, prepare_data
+from finetune_kit.splits import load_splits
 from finetune_kit.sample_data import write_jsonl
 from helpers import run_cli
 

@@ -69,3 +69,13 @@ def test_default_alias_offline_with_empty_cache(tmp_path):
     # the second load finds the converted checkpoint: no conversion again
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
     assert r.returncode == 0 and "converting" not in r.stderr
+
+def test_serve_flags_of_issues_33_and_34(tmp_path):
+    "--model-alias and the connection caps are checked before the server listens: one line, status 2."
+    for args, needle in ((["--model-alias", "gpt-4o"], "--model-alias 'gpt-4o': give OPENAI_NAME=LOCAL_NAME"),
+                         (["--max-connections", "0"], "--max-connections 0: give a positive number"),
+                         (["--max-client-connections", "-1"], "--max-client-connections -1: give a positive number"),
+                         (["--model-alias", "gpt-4o=no-such-model", "--port", "0"],
+                          "--model-alias gpt-4o=no-such-model: this server neither serves nor fine-tunes 'no-such-model'")):
+        r = run_cli("serve", "--jobs-dir", tmp_path/"jobs", *args, env=OFFLINE, timeout=120, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])

@@ -2,7 +2,9 @@
 import json, random, subprocess, sys
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from finetune_kit.data import (check_leakage, find_duplicates, load_examples, prepare_data, split_examples)
+from finetune_kit.dedup import check_leakage, find_duplicates
+from finetune_kit.data import load_examples, prepare_data
+from finetune_kit.splits import split_examples
 from finetune_kit.formats import DataError
 from finetune_kit.sample_data import make_ticket, TEAMS
 from helpers import TINY, run_cli

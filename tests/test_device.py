@@ -22,8 +22,8 @@ def test_a_lesson_setting_runs_on_the_cpu_with_the_line(tmp_path):
     "What a lesson calls first (`pick_device`, then a config's device) in a fresh process on a faked Mac."
     code = ("import torch; torch.cuda.is_available = lambda: False; torch.backends.mps.is_available = lambda: True\n"
             "from finetune_kit.model import pick_device, pick_precision\n"
-            "from finetune_kit.train import _main_process\n"
-            "d = pick_device(); print(d, pick_precision('auto', d), _main_process('auto').device.type)")
+            "from finetune_kit.fit import main_process\n"
+            "d = pick_device(); print(d, pick_precision('auto', d), main_process('auto').device.type)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[0] == "cpu" and r.stdout.split()[2] == "cpu", r.stdout

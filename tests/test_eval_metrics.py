@@ -5,7 +5,8 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score
 from finetune_kit.eval_report import EvalError
-from finetune_kit.evaluate import (INVALID, Task, diagnose_fit, infer_task, load_metric, parse_label, score_answers)
+from finetune_kit.eval_report import diagnose_fit
+from finetune_kit.metrics import INVALID, Task, infer_task, load_metric, parse_label, score_answers
 
 REFS = ["The cat sat on the mat.", "Please restart the router and try again.", "Your refund was issued today.",
         "We updated the delivery address on your order."]
@@ -96,7 +97,7 @@ def no_network(*a, **k): raise OSError("network use in an offline test")
 socket.socket.connect = no_network
 socket.create_connection = no_network
 import evaluate
-from finetune_kit.evaluate import METRICS, load_metric
+from finetune_kit.metrics import METRICS, load_metric
 out = load_metric("bleu").compute(predictions=["a b c d"], references=["a b c d"])
 assert round(out["bleu"], 6) == 100, out
 assert load_metric("rouge").compute(predictions=["a b"], references=["a b"])["rougeL"] == 1

@@ -4,9 +4,11 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 from finetune_kit.config import FinetuneConfig, save_config
-from finetune_kit.data import load_examples, split_examples
+from finetune_kit.data import load_examples
+from finetune_kit.splits import split_examples
 from finetune_kit.eval_report import EvalError
-from finetune_kit.evaluate import answer_loss, evaluate_run, generate_answers, text_perplexity
+from finetune_kit.metrics import text_perplexity
+from finetune_kit.evaluate import answer_loss, evaluate_run, generate_answers
 from finetune_kit.model import add_lora, load_model
 from finetune_kit.sample_data import write_jsonl
 from finetune_kit.runs import RunError

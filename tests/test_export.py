@@ -44,7 +44,8 @@ def test_merged_logits_equal_base_plus_adapter(run, merged):
 
 def test_served_merged_folder_answers_like_the_run(run, merged):
     from fastapi.testclient import TestClient
-    from finetune_kit.server import ModelRegistry, create_app, parse_sources
+    from finetune_kit.registry import ModelRegistry, parse_sources
+    from finetune_kit.server import create_app
     reg = ModelRegistry("cpu")
     for name, src in parse_sources([str(run), str(merged)]).items(): reg.add(name, src)
     assert reg.names() == ["merged", "tiny"]

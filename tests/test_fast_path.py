@@ -9,7 +9,8 @@ from finetune_kit.data import ChatCollator, tokenize_examples
 from finetune_kit.model import load_model, setup_strategy
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.runs import read_metrics
-from finetune_kit.train import make_trainer, train
+from finetune_kit.trainer import make_trainer
+from finetune_kit.train import train
 
 pytestmark = pytest.mark.slow  # the whole file loads the model, trains or serves
 

@@ -8,6 +8,7 @@ from finetune_kit.jobs import JobService
 from finetune_kit.job_store import JobStore
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.registry import ModelRegistry
+from finetune_kit.connections import ConnectionLimits
 from finetune_kit.server import MAX_STOP_CHARS, ServerThread, create_app
 from helpers import tiny_models
 
@@ -23,7 +24,7 @@ def url(state):
     "Chat on the default model and the jobs API with small quotas; nothing trains (max_concurrent_jobs=0)."
     registry = ModelRegistry("cpu")
     registry.add("smollm2-135m", "smollm2-135m")
-    svc = JobService(state, registry, max_files=2, max_file_bytes=60_000, max_pending_jobs=1, max_concurrent_jobs=0)
+    svc = JobService(state, registry, max_files=2, max_storage_bytes=60_000, max_pending_jobs=1, max_concurrent_jobs=0)
     with ServerThread(create_app(registry, services=[svc], max_tokens_limit=LIMIT)) as srv: yield srv.url
 
 @pytest.fixture(scope="module")
@@ -104,18 +105,16 @@ def test_quotas_and_metadata_limits(url, data, state):
     client.files.delete(first.id)  # room again: one file's bytes; the third fits now
     third = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
     big = data/"big.jsonl"
-    big.write_text((data/"train.jsonl").read_text() * 8)  # over max_file_bytes with what is stored
+    big.write_text((data/"train.jsonl").read_text() * 8)  # over max_storage_bytes with what is stored
     with pytest.raises(openai.RateLimitError):
         client.files.create(file=open(big, "rb"), purpose="fine-tune")
     assert third.id in [f.id for f in client.files.list()]
     assert not [p for p in (state/"files").iterdir() if p.name.endswith(".part")]
 
-def test_a_client_trickling_headers_is_cut_off(monkeypatch):
+def test_a_client_trickling_headers_is_cut_off():
     "uvicorn alone keeps a connection whose headers arrive a line every few seconds; the server closes it."
     import socket, time
-    from finetune_kit import server
-    monkeypatch.setattr(server._HeaderTimeout, "header_timeout", 1.0)  # 10 s in service
-    with ServerThread(create_app(ModelRegistry("cpu"))) as srv:
+    with ServerThread(create_app(ModelRegistry("cpu")), limits=ConnectionLimits(header_timeout=1.0)) as srv:  # 10 s in service
         host, port = srv.url.removeprefix("http://").split(":")
         s = socket.create_connection((host, int(port)))
         s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -129,6 +128,63 @@ def test_a_client_trickling_headers_is_cut_off(monkeypatch):
             except OSError: closed = True
         assert closed and time.time() - t0 < 3, "the connection was held"
         assert httpx.get(srv.url + "/health").status_code == 200  # a client that sends its request is answered
+
+HOSTILE = 60  # connections from 127.0.0.2: half idle sockets, half bodies sent a byte every 4 s
+
+def hostile_connections(port: int, n: int = HOSTILE) -> tuple[list, list]:
+    "(trickling, idle) sockets from 127.0.0.2: the trickling ones have sent a chat request's headers and one byte."
+    import socket
+    trickling, idle = [], []
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{")
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+        s.setblocking(False)
+        if i < n // 2:
+            try: s.sendall(head)
+            except OSError: pass  # refused already
+            trickling.append(s)
+        else: idle.append(s)
+    return trickling, idle
+
+def answer_of(s) -> bytes | None:
+    "What the server sent on a hostile socket: its status line, b'' if it closed it silently, None while it is open."
+    try: data = s.recv(4096)
+    except BlockingIOError: return None
+    except OSError: return b""
+    return data.split(b"\r\n", 1)[0]
+
+@pytest.mark.parametrize("caps", [dict(max_per_client=8, max_connections=64),  # the per-client cap refuses most
+                                  dict(max_per_client=100, max_connections=40)])  # the total cap, idle ones displaced
+def test_hostile_connections_do_not_starve_a_normal_client(caps):
+    """Issue 33: 64 idle sockets, or 63 trickled bodies, made uvicorn answer every other client 503. With 60 hostile
+    connections from 127.0.0.2 (bodies a byte every 4 s, idle sockets), every request from 127.0.0.1 is answered."""
+    import time
+    limits = ConnectionLimits(header_timeout=3, body_timeout=3, **caps)
+    with ServerThread(create_app(ModelRegistry("cpu")), limits=limits) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        t0 = time.time()
+        trickling, idle = hostile_connections(port)
+        answered, seen = [], {}
+        while time.time() - t0 < 6:  # one trickle tick after the first, and past the timeouts
+            if int(time.time() - t0) % 4 == 0:
+                for s in trickling:
+                    try: s.send(b" ")
+                    except OSError: pass
+            answered.append(httpx.get(srv.url + "/v1/models", timeout=5).status_code)
+            for s in trickling + idle:
+                if s not in seen and (a := answer_of(s)) is not None: seen[s] = (a, time.time() - t0)
+            time.sleep(0.5)
+        refused = sum(a.startswith((b"HTTP/1.1 429", b"HTTP/1.1 503")) for a, _ in seen.values())
+        cut = sum(a.startswith(b"HTTP/1.1 408") for a, _ in seen.values())
+        still_open = len(trickling) + len(idle) - len(seen)
+        print(f"{caps}: {len(answered)} normal requests answered {set(answered)} while {HOSTILE} hostile connections ran: "
+              f"{refused} refused, {cut} slow bodies cut off (408), {len(seen) - refused - cut} closed silently "
+              f"(idle: displaced or past the header timeout), {still_open} still open after {time.time() - t0:.1f} s")
+        assert answered and set(answered) == {200}, answered
+        assert still_open == 0, "a hostile connection outlived the timeouts"
+        if caps["max_per_client"] < HOSTILE: assert refused >= HOSTILE - caps["max_per_client"], refused
+        for s in trickling + idle: s.close()
 
 @pytest.mark.slow
 def test_smaller_points_of_issue_33(tmp_path, data):
@@ -167,3 +223,48 @@ def test_smaller_points_of_issue_33(tmp_path, data):
         for origin in ("http://localhost:3000", f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}", "null"):
             assert_refused(send(url, "a.jsonl", rows, Origin=origin), 403, "origin_not_allowed")
         assert send(url, "a.jsonl", rows, Origin=url).status_code == 200  # a page of the server itself
+
+def slow_upload(url: str, content: bytes, name: str, pause: float) -> int:
+    "POST `content` as a fine-tune upload whose body stops for `pause` seconds before its last bytes; the status."
+    import time
+    head = (b'--fk\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--fk\r\n'
+            b'Content-Disposition: form-data; name="file"; filename="' + name.encode() + b'"\r\n\r\n')
+    def body():
+        yield head + content[:100]
+        time.sleep(pause)
+        yield content[100:] + b"\r\n--fk--\r\n"
+    r = httpx.post(url + "/v1/files", content=body(), headers={"content-type": "multipart/form-data; boundary=fk"}, timeout=30)
+    return r.status_code
+
+def test_quotas_hold_under_concurrent_uploads(tmp_path, data):
+    """Issue 33: two slow uploads under max_files 3 (2 stored) stored 4 files, and a 5,000-byte quota stored 7,185
+    bytes, as both were checked before either was written. Reserved first, one of each pair is refused; job outputs count
+    in the same quota."""
+    import threading
+    from finetune_kit.job_store import new_id
+    lines = (data/"train.jsonl").read_text().splitlines(keepends=True)
+    rows = "".join(lines[:11]).encode()  # about 3.6 kB: one fits in 5,000 bytes, two do not
+    assert 3_000 < len(rows) < 5_000 < 2 * len(rows), len(rows)
+    def race(url: str) -> list[int]:
+        out = []
+        ts = [threading.Thread(target=lambda i=i: out.append(slow_upload(url, rows, f"r{i}.jsonl", 1.0))) for i in range(2)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        return sorted(out)
+    svc = JobService(tmp_path/"count", max_files=3, max_concurrent_jobs=0)
+    with ServerThread(create_app(ModelRegistry("cpu"), services=[svc])) as srv:
+        for i in range(2): assert slow_upload(srv.url, rows, f"kept{i}.jsonl", 0) == 200
+        assert race(srv.url) == [200, 429]
+        assert len(svc.store.query("SELECT id FROM files")) == len(list((tmp_path/"count"/"files").iterdir())) == 3
+    svc = JobService(tmp_path/"bytes", max_storage_bytes=5_000, max_concurrent_jobs=0)
+    with ServerThread(create_app(ModelRegistry("cpu"), services=[svc])) as srv:
+        assert race(srv.url) == [200, 429]
+        stored = sum(p.stat().st_size for p in (tmp_path/"bytes"/"files").iterdir())
+        print(f"two concurrent {len(rows):,}-byte uploads under a 5,000-byte quota: {stored:,} bytes stored")
+        assert stored == len(rows) <= 5_000
+        svc.delete_file(svc.store.query("SELECT id FROM files")[0]["id"])
+        outputs = svc.store.job_dir(new_id("ftjob")).path  # what a job wrote (a stray folder: `sweep` would remove it)
+        outputs.mkdir(parents=True)
+        (outputs/"adapter.bin").write_bytes(b"\0" * 4_000)
+        r = httpx.post(srv.url + "/v1/files", files={"file": ("r.jsonl", rows)}, data={"purpose": "fine-tune"})
+        assert r.status_code == 429 and "4,000 in job outputs" in r.json()["error"]["message"], r.text

@@ -10,7 +10,9 @@ from helpers import ROOT, cli_command, free_port, start_server, tiny_models, wai
 from finetune_kit.jobs import JobService
 from finetune_kit.job_store import TERMINAL, JobStore
 from finetune_kit.jobs_service import jobs_app
-from finetune_kit.model_sources import MODEL_ALIASES
+from finetune_kit import jobs_service
+from finetune_kit.api_errors import APIError
+from finetune_kit.model_sources import MODEL_ALIASES, NO_INSTALL_ENV, offline_models
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.registry import ModelRegistry
 from finetune_kit.server import ServerThread, create_app
@@ -35,7 +37,8 @@ def api(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     models = [*MODEL_ALIASES, "no-such-model"]  # an allowed name that does not resolve: a job that fails in its worker
     registry = ModelRegistry()
-    svc = JobService(state, registry, models=models)
+    # the operator opted in to downloads, so the name is accepted; the worker finds it nowhere (HF_HUB_OFFLINE is set)
+    svc = JobService(state, registry, models=models, allow_model_downloads=True)
     with ServerThread(create_app(registry, services=[svc])) as srv:
         yield OpenAI(base_url=srv.url + "/v1", api_key="local", max_retries=0), svc, registry
 
@@ -311,29 +314,72 @@ def test_upload_in_bounded_memory_and_killed_mid_upload(tmp_path):
 
 @pytest.mark.slow
 def test_cli_serve_with_jobs_only(tmp_path, data):
-    "`finetune-kit serve --jobs-dir D` with no SOURCE: the openai client lists models and uploads, then SIGTERM stops it cleanly."
+    """`finetune-kit serve --jobs-dir D` with no SOURCE: the openai client lists the base models it can fine-tune and an
+    OpenAI name mapped with --model-alias, chats with that name, uploads; then SIGTERM stops it cleanly."""
     port, state = free_port(), tmp_path/"jobs"
-    p = subprocess.Popen([*cli_command(), "serve", "--port", str(port), "--jobs-dir", str(state), "--max-upload-mib", "1"],
+    p = subprocess.Popen([*cli_command(), "serve", "--port", str(port), "--jobs-dir", str(state), "--max-upload-mib", "1",
+                          "--model-alias", f"{OPENAI_NAME}=smollm2-135m"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         wait_until_up(p, f"http://127.0.0.1:{port}/health", timeout=120)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
-        assert client.models.list().data == []
+        listed = client.models.list().data
+        assert sorted(m.id for m in listed) == sorted([*offline_models(), OPENAI_NAME])
+        assert {(m.object, m.owned_by) for m in listed} == {("model", "finetune_kit")}
+        r = client.chat.completions.create(model=OPENAI_NAME, max_tokens=3, messages=[{"role": "user", "content": "hi"}])
+        assert r.model == OPENAI_NAME and r.choices[0].message.content is not None  # answered by smollm2-135m
         f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
         assert [x.id for x in client.files.list()] == [f.id] and f.bytes == (data/"train.jsonl").stat().st_size
         assert (state/"files"/f.id).read_bytes() == (data/"train.jsonl").read_bytes()
         with pytest.raises(openai.APIStatusError, match="limit is 1,048,576 bytes"):  # --max-upload-mib reached the service
             client.files.create(file=("big.jsonl", b"x" * (2**20 + 1)), purpose="fine-tune")
-        with pytest.raises(openai.NotFoundError): client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.NotFoundError): client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     finally:
         p.terminate()
         try: out = p.communicate(timeout=30)[0]
         except subprocess.TimeoutExpired: p.kill(); out = p.communicate()[0]
-    assert "fine-tuning jobs API on: state in" in out and "serving (no models yet) at" in out, out[-3000:]
+    assert "fine-tuning jobs API on: state in" in out and f"serving {OPENAI_NAME} at" in out, out[-3000:]
     assert "Application shutdown complete" in out and "Traceback" not in out, out[-3000:]
     JobService(state).stop()  # the stopped server released the folder
 
 
+OPENAI_NAME = "gpt-4o-mini-2024-07-18"
+
+def test_jobs_take_only_models_here_and_openai_names(tmp_path, data, monkeypatch):
+    """Issue 33: a job naming a model whose weights are not on this server is refused (400, param model, naming the
+    option that allows downloads), and its worker starts offline and never runs pip. Issue 34: an OpenAI model name the
+    operator mapped (--model-alias) is answered by the local model and trains it, and the job says so."""
+    registry = ModelRegistry("cpu")
+    svc = JobService(tmp_path/"state", registry, max_concurrent_jobs=0, model_aliases={OPENAI_NAME: "smollm2-135m"})
+    registry.add_alias(OPENAI_NAME, "smollm2-135m")  # what `serve(model_aliases=...)` does
+    far = [m for m in MODEL_ALIASES if m not in offline_models()]
+    with ServerThread(create_app(registry, services=[svc])) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="local", max_retries=0)
+        assert {m.id for m in client.models.list()} == {*offline_models(), OPENAI_NAME}
+        r = client.chat.completions.create(model=OPENAI_NAME, max_tokens=3, messages=[{"role": "user", "content": "hi"}])
+        assert r.model == OPENAI_NAME  # as OpenAI echoes the name the client sent
+        f = client.files.create(file=open(data/"train.jsonl", "rb"), purpose="fine-tune")
+        for name in far[:2]:
+            with pytest.raises(openai.BadRequestError) as e: client.fine_tuning.jobs.create(model=name, training_file=f.id)
+            assert e.value.body["param"] == "model" and "--allow-model-downloads" in e.value.body["message"], e.value.body
+        job = client.fine_tuning.jobs.create(model=OPENAI_NAME, training_file=f.id)
+        assert job.model == "smollm2-135m"  # what is really trained
+        events = list(client.fine_tuning.jobs.list_events(job.id))
+        assert events[-1].message.startswith(f"{OPENAI_NAME} is smollm2-135m on this server"), events[-1]
+        assert wait_for(client, job.id, ("queued",), timeout=30).status == "queued"
+        seen = {}
+        class Launched(Exception): pass
+        def popen(cmd, **kw):
+            seen.update(kw["env"])
+            raise Launched
+        monkeypatch.setattr(jobs_service.subprocess, "Popen", popen)  # the worker's environment, without training
+        with pytest.raises(Launched): svc._launch(svc.store.get("jobs", job.id))
+        assert (seen["HF_HUB_OFFLINE"], seen[NO_INSTALL_ENV]) == ("1", "1")
+        assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    if far:  # with the operator's opt-in the same name passes the model check (and fails at the made-up file)
+        opted = JobService(tmp_path/"opted", max_concurrent_jobs=0, allow_model_downloads=True)
+        with pytest.raises(APIError) as e: opted.create_job({"model": far[0], "training_file": "file-" + "0" * 24})
+        assert e.value.param == "training_file", e.value.message
 @pytest.mark.slow
 def test_delete_file_model_and_job(api, finished):
     "Deleting a file removes the server's copies of it; a fine-tuned model and an ended job can be deleted whole."
@@ -385,3 +431,24 @@ def test_a_job_that_ended_is_not_lost_by_a_stop(tmp_path, data):
         done = wait_for(client, job.id, timeout=120)
         assert done.status == "succeeded" and done.fine_tuned_model, done.error
     assert (jd.run/"metrics.jsonl").read_bytes() == metrics  # nothing trained again
+
+
+def test_ended_jobs_keep_what_keep_checkpoints_says_now(tmp_path):
+    "Issue 33: a job that ended under --keep-checkpoints 3 keeps only the newest one, weights only, once the server starts with 1."
+    from finetune_kit.job_store import new_id, now
+    from finetune_kit.runs import COMPLETE
+    store = JobStore(tmp_path)
+    jid = new_id("ftjob")
+    store.insert("jobs", dict(id=jid, created_at=now(), model="smollm2-135m", status="succeeded", hyperparameters={}))
+    ckpts = store.job_dir(jid).run/"checkpoints"
+    for step in (1, 2, 3):
+        d = ckpts/f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        for f in ("adapter_model.safetensors", "optimizer.pt", COMPLETE): (d/f).write_bytes(b"x" * 10)
+        store.insert("checkpoints", dict(id=new_id("ftckpt"), job_id=jid, created_at=now(), step=step, metrics={}))
+    svc = JobService(tmp_path, keep_checkpoints=1, max_concurrent_jobs=0)
+    svc.start()
+    svc.stop()
+    assert [p.name for p in ckpts.iterdir()] == ["checkpoint-3"]
+    assert sorted(p.name for p in (ckpts/"checkpoint-3").iterdir()) == sorted(["adapter_model.safetensors", COMPLETE])
+    assert [r["step"] for r in store.query("SELECT step FROM checkpoints WHERE job_id = ?", jid)] == [3]

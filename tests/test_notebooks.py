@@ -16,7 +16,7 @@ from nbdev.config import get_config
 from nbdev import test as nbdev_test  # imported as a module: pytest would collect a bare `test_nb` as a test
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("index", "teachers_guide")  # pages of prose: no code cell to run
+PAGES = ("index", "teachers_guide", "from_openai")  # pages of prose: no code cell to run
 NBS = sorted(ROOT.joinpath("nbs").glob("**/*.ipynb"), key=lambda p: (p.parent.name == "api", str(p)))
 SMOKE_ENV = {"FINETUNE_KIT_MAX_STEPS": "6", "FINETUNE_KIT_MAX_EVAL_EXAMPLES": "8", "HF_HUB_OFFLINE": "1"}
 # The lessons run on the tiny model here (their committed outputs come from the real one, at full size:

@@ -55,6 +55,10 @@ def test_every_route_answers_in_openai_shapes(http, tmp_path):
     assert answer.status_code == 200
     chunks = _stream_chunks(c, {"model": "smollm2-135m", "messages": ASK, "max_tokens": 4, "stream": True,
                                 "stream_options": {"include_usage": True}})
+    chunks += _stream_chunks(c, {"model": "smollm2-135m", "messages": ASK, "max_tokens": 4, "stream": True, "n": 2,
+                                 "logprobs": True, "top_logprobs": 2})
+    c.post("/chat/completions", json={"model": "smollm2-135m", "messages": ASK, "max_tokens": 4, "n": 2,
+                                      "logprobs": True, "top_logprobs": 2})
     for ch in chunks:
         rt, probs = check("POST", "/v1/chat/completions", 200, ch, "text/event-stream")
         seen.append((rt + " (stream chunk)", 200, probs))

@@ -30,10 +30,12 @@ def doc_blocks(text: str, where: str) -> list[Block]:
     return [Block(f"{where} block {i + 1}", m["lang"], m["code"], m["kind"], m["value"]) for i, m in enumerate(BLOCK.finditer(text))]
 
 def notebook_blocks(path: Path) -> list[Block]:
-    "The terminal blocks the markdown cells of a notebook tell a user to type."
+    """The terminal blocks the markdown cells of a notebook tell a user to type; on a page that is not a lesson (a
+    guide such as from_openai), its Python blocks too, as the README's: a lesson's Python is in its code cells."""
     import nbformat
     text = "\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
-    return [b for b in doc_blocks(text, path.name) if b.lang == "sh"]
+    langs = ("sh",) if path.name[:1].isdigit() else ("sh", "python")
+    return [b for b in doc_blocks(text, path.name) if b.lang in langs]
 
 def test_markers_are_read():
     text = "a\n\n<!-- readme-test: skip: no GPU here -->\n```sh\nnvidia-smi\n```\n\n```python\nprint(1)\n```\n"

@@ -168,7 +168,8 @@ def test_moved_cache_finds_the_same_base(run, tmp_path):
 SHARED = """
 import json, shutil, sys, psutil
 from pathlib import Path
-from finetune_kit.server import ModelRegistry, generate_reply
+from finetune_kit.engine import generate_reply
+from finetune_kit.registry import ModelRegistry
 from finetune_kit.train import load_run
 run, d = Path(sys.argv[1]), Path(sys.argv[2])
 def rss():  # MiB, as `ps` shows it; and the anonymous part (not backed by a file the kernel can drop)

@@ -4,14 +4,16 @@ import json
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
-import finetune_kit.train as T
+import finetune_kit.budget as B  # where a budgeted run calls the probe
 from finetune_kit.config import FinetuneConfig, resolve_auto
 from finetune_kit.data import tokenize_examples
 from finetune_kit.model import load_model, setup_strategy
 from finetune_kit.sample_data import make_support_tickets, write_jsonl
 from finetune_kit.runs import read_metrics
-from finetune_kit.train import StepProbe, probe_training, resume_run, train
+from finetune_kit.budget import StepProbe, probe_training
+from finetune_kit.train import resume_run, train
 
 from helpers import tiny_models
 
@@ -64,7 +66,7 @@ def test_a_budget_that_fits_trains_exactly_the_unbudgeted_run(data):
 
 def test_a_tight_budget_trains_what_fits_and_caps_evaluation(data, monkeypatch):
     "With the probe's figures given (100 s a step, 2 s an example), a 22-minute budget fits 10 of the 56 steps (90% of it is planned)."
-    monkeypatch.setattr(T, "probe_training", lambda *a, **k: StepProbe(100.0, 1.0, 2.0, 3, 1.0))
+    monkeypatch.setattr(B, "probe_training", lambda *a, **k: StepProbe(100.0, 1.0, 2.0, 3, 1.0))
     run = train(_cfg(data, "tight", epochs=4, time_budget="22m", max_steps=-1))
     hp = json.loads((run/"hyperparameters.json").read_text())
     plan = hp["time_budget"]["plan"]
@@ -79,15 +81,15 @@ def test_a_tight_budget_trains_what_fits_and_caps_evaluation(data, monkeypatch):
 
 def test_a_resumed_budgeted_run_keeps_its_plan(data, monkeypatch):
     "A resume applies the recorded plan; it does not probe again (the probe is made to fail here)."
-    monkeypatch.setattr(T, "probe_training", lambda *a, **k: StepProbe(100.0, 1.0, 2.0, 3, 1.0))
+    monkeypatch.setattr(B, "probe_training", lambda *a, **k: StepProbe(100.0, 1.0, 2.0, 3, 1.0))
     cfg = _cfg(data, "resume", epochs=4, time_budget="22m", max_steps=-1)
 
-    class Crash(T.TrainerCallback):
+    class Crash(TrainerCallback):
         def on_save(self, args, state, control, **kw):
             if state.global_step == 8: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt): train(cfg, callbacks=[Crash()])
     run = next((data[1]/"runs").glob("resume*"))
-    monkeypatch.setattr(T, "probe_training", lambda *a, **k: pytest.fail("probed again on resume"))
+    monkeypatch.setattr(B, "probe_training", lambda *a, **k: pytest.fail("probed again on resume"))
     resume_run(run)
     assert max(m["step"] for m in read_metrics(run) if "loss" in m) == 10
 
@@ -95,9 +97,9 @@ def test_a_resumed_budgeted_run_keeps_its_plan(data, monkeypatch):
 def test_the_deadline_stops_a_run_that_runs_slower_than_planned(data, monkeypatch):
     "The probe says 0.5 s a step; the steps take 3 s (a callback sleeps): the run stops at the budget, weights saved."
     import time
-    monkeypatch.setattr(T, "probe_training", lambda *a, **k: StepProbe(0.5, 1.0, 0.01, 3, 1.0))
+    monkeypatch.setattr(B, "probe_training", lambda *a, **k: StepProbe(0.5, 1.0, 0.01, 3, 1.0))
 
-    class Slow(T.TrainerCallback):
+    class Slow(TrainerCallback):
         def on_step_end(self, args, state, control, **kw): time.sleep(3)
     run = train(_cfg(data, "slow", epochs=4, time_budget="30s", max_steps=-1), callbacks=[Slow()])
     plan = json.loads((run/"hyperparameters.json").read_text())["time_budget"]["plan"]

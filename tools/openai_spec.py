@@ -11,7 +11,9 @@ output's `quirks` (the test prints them):
 - `exclusiveMinimum: true` beside `minimum: x` (3.0's boolean form) becomes `exclusiveMinimum: x`: a 2020-12
   validator rejects the boolean form, so a valid `learning_rate_multiplier` of 1.0 would fail;
 - `nullable: true` (3.0) becomes "or null": in 3.1 the keyword means nothing, so a `finish_reason` of null in a
-  stream chunk, which the document's own prose allows, would fail.
+  stream chunk, which the document's own prose allows, would fail;
+- `FineTuningJob.status` gains `paused`: the document's own example answer of `POST /fine_tuning/jobs/{id}/pause`
+  has `"status": "paused"`, which the enum lacks.
 Nothing else is loosened.
 """
 import argparse, json, subprocess
@@ -74,6 +76,11 @@ def extract(doc: dict, source: dict) -> dict:
         todo += list(_refs(keep[name]))
     quirks = []
     for name in sorted(keep): _fix(keep[name], name, quirks)
+    status = keep["FineTuningJob"]["properties"]["status"]
+    pause = doc["paths"]["/fine_tuning/jobs/{fine_tuning_job_id}/pause"]["post"]
+    if "paused" not in status["enum"] and '"status": "paused"' in json.dumps(pause.get("x-oaiMeta", {})).replace('\\"', '"'):
+        status["enum"].append("paused")
+        quirks.append("FineTuningJob/properties/status: 'paused' added (the pause route's own example answer has it)")
     return {"source": source, "routes": routes, "error": ERROR, "quirks": quirks,
             "schemas": {k: keep[k] for k in sorted(keep)}}
 
