@@ -136,8 +136,9 @@ def _turns_to_chat(obj: dict, user: str, assistant) -> tuple[list, list[Problem]
     return msgs + [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}], probs
 
 def _sharegpt(turns) -> tuple[list, list[Problem]]:
-    if not isinstance(turns, list) or not turns:
+    if not isinstance(turns, list):
         return [], [Problem.of("conversations", f"wrong type: must be a non-empty list, got {type(turns).__name__}")]
+    if not turns: return [], [Problem.of("conversations", "empty conversations: the list has no turns")]
     msgs, probs = [], []
     for i, t in enumerate(turns):
         if not isinstance(t, dict):
@@ -225,8 +226,9 @@ def check_example(obj, text: bool = False) -> list[Problem]:
         return [Problem.of("(line)", f"wrong top-level type: expected a JSON object, got {type(obj).__name__}")]
     if "messages" not in obj: return [Problem.of("messages", "missing key: 'messages'")]
     msgs = obj["messages"]
-    if not isinstance(msgs, list) or not msgs:
+    if not isinstance(msgs, list):
         return [Problem.of("messages", f"wrong type: messages must be a non-empty list, got {type(msgs).__name__}")]
+    if not msgs: return [Problem.of("messages", "empty messages: the list has no turns")]
     probs = [p for i, m in enumerate(msgs) for p in check_message(m, i)]
     roles = [m.get("role") for m in msgs if isinstance(m, dict)]
     if "assistant" not in roles:
@@ -289,7 +291,7 @@ def _jsonl_records(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Records:
                 yield n, None, probs + [line_problem("blank line: skipped", "warning")]
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\r\n"))  # without its line end: an error's column is on this line
             except json.JSONDecodeError as e:
                 cut = " (truncated file?)" if not raw.endswith(b"\n") else ""
                 yield n, None, probs + [line_problem(f"invalid JSON: {e.msg} at column {e.colno}{cut}")]

@@ -190,7 +190,9 @@ def write_summary(run_dir: str | Path, facts: dict, out, best_checkpoint: str | 
                "eval_loss": final_eval.get("eval_loss"), "token_accuracy": final_eval.get("eval_token_accuracy"),
                "train_seconds": round(seconds, 1), **more}
     if evals:  # what evaluation during training took (the Trainer times each pass), and its share of the run's time
-        ev = sum(r.get("eval_runtime", 0.0) for r in evals)
+        # a resumed run's `seconds` are this process's: so are the evaluations counted, those after the resume
+        first = checkpoint_step(more["resumed_from"]) if more.get("resumed_from") else 0
+        ev = sum(r.get("eval_runtime", 0.0) for r in evals if r["step"] > first)
         summary.update(eval_seconds=round(ev, 1), eval_share_of_run=round(ev / max(seconds, 1e-9), 3))
     with atomic_open(run.summary) as f: json.dump(summary, f, indent=2)  # whole or absent: it marks a finished run
     plot_losses(run.path)
