@@ -176,6 +176,9 @@ def _choices(registry: ModelRegistry, req: ChatRequest, messages: list[dict], ge
              **callbacks) -> list:
     """The futures of the request's `n` choices, queued together so that they share a batch; each its own sample
     (with `seed`, choice i draws from seed + i). `callbacks` are called with the choice's index first."""
+    if (req.n or 1) > registry.max_queue:  # every choice is a request in the model's queue
+        raise APIError(400, f"n is too large: {req.n}. This server queues at most {registry.max_queue} requests per "
+                       "model, so at most that many choices", param="n")
     futures = []
     try:
         for i in range(req.n or 1):

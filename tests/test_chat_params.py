@@ -96,7 +96,8 @@ def _bias(client, token: str, value: float) -> dict:
     ("frobnicate", 1, "Unrecognized request argument supplied: frobnicate"),
     ("top_logprobs", 2, "top_logprobs needs logprobs: true"),
     ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}, "strin"),
-    ("logit_bias", {"abc": 1}, "keys are token ids")])
+    ("logit_bias", {"abc": 1}, "keys are token ids"),
+    ("n", 100, "n is too large: 100. This server queues at most 64")])
 def test_what_is_not_served_is_refused_by_name(client, param, value, says):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2, extra_body={param: value})
