@@ -154,6 +154,7 @@ def answer_of(s) -> bytes | None:
     except OSError: return b""
     return data.split(b"\r\n", 1)[0]
 
+@pytest.mark.slow  # seconds of waiting for timeouts: not the fast tier
 @pytest.mark.parametrize("caps", [dict(max_per_client=8, max_connections=64),  # the per-client cap refuses most
                                   dict(max_per_client=100, max_connections=40)])  # the total cap, idle ones displaced
 def test_hostile_connections_do_not_starve_a_normal_client(caps):
@@ -236,6 +237,7 @@ def slow_upload(url: str, content: bytes, name: str, pause: float) -> int:
     r = httpx.post(url + "/v1/files", content=body(), headers={"content-type": "multipart/form-data; boundary=fk"}, timeout=30)
     return r.status_code
 
+@pytest.mark.slow  # uploads that stall on purpose
 def test_quotas_hold_under_concurrent_uploads(tmp_path, data):
     """Issue 33: two slow uploads under max_files 3 (2 stored) stored 4 files, and a 5,000-byte quota stored 7,185
     bytes, as both were checked before either was written. Reserved first, one of each pair is refused; job outputs count
