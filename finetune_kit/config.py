@@ -18,9 +18,9 @@ from .core import FinetuneKitError, atomic_open
 # %% auto #0
 __all__ = ['Auto', 'Positive', 'Count', 'AUTO_LEARNING_RATE', 'EVAL_SHARE', 'MIN_EVAL_EXAMPLES', 'SAVES_WITHOUT_EVAL',
            'TRAIN_TOKEN_COST', 'SMOKE_ENV', 'ConfigError', 'parse_duration', 'FinetuneConfig', 'field_help',
-           'config_from_dict', 'load_config', 'save_config', 'auto_epochs', 'auto_batch_size', 'resolve_auto',
-           'plan_budget', 'eval_subset', 'plan_evaluation', 'interval_dividing', 'auto_evaluation', 'smoke_cap',
-           'smoke_limits']
+           'config_from_dict', 'load_config', 'save_config', 'resolve_config', 'auto_epochs', 'auto_batch_size',
+           'resolve_auto', 'plan_budget', 'eval_subset', 'plan_evaluation', 'interval_dividing', 'auto_evaluation',
+           'smoke_cap', 'smoke_limits']
 
 # %% ../nbs/api/01_config.ipynb #dfda2a10
 class ConfigError(FinetuneKitError):
@@ -190,6 +190,12 @@ def save_config(cfg: FinetuneConfig, path: str | Path) -> Path:
     "Write `cfg` as YAML (atomically: a crash never leaves half a file)."
     with atomic_open(path) as f: f.write(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return Path(path)
+
+# %% ../nbs/api/01_config.ipynb #78b8f7e9
+def resolve_config(cfg: FinetuneConfig | str | Path | None, **overrides) -> FinetuneConfig:
+    "The settings a run is given as: an object, a YAML file or None (every default), with `overrides` winning."
+    if cfg is None: return FinetuneConfig(**overrides)
+    return load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
 
 # %% ../nbs/api/01_config.ipynb #4f40f87e
 AUTO_LEARNING_RATE = {"lora": 1e-3, "dora": 1e-3, "qlora": 5e-4, "freeze": 1e-4, "full": 2e-5}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .core import FinetuneKitError, atomic_open
 # the plumbing, in the reference notebooks api/07_formats, api/07a_cleaning, api/07b_dedup and api/07c_splits
-from .formats import MAX_LINE_BYTES, DataError, ProblemLog, iter_examples
+from .formats import MAX_LINE_BYTES, DataError, ProblemLog, iter_examples, kept_rows
 from .cleaning import CleanOptions, clean_example
 from .dedup import exact_key
 # torch and datasets are imported where they are used: `finetune-kit data prepare` must not wait seconds for them
@@ -36,13 +36,8 @@ def load_examples(data,  # path, `sample:NAME`, Hub id, `datasets` object or lis
                  ) -> list[dict]:
     "Read chat examples from any source; strict: raise `DataError` on any error, else drop bad rows and say which."
     log = ProblemLog()
-    examples = [ex for _, ex in iter_examples(data, log, fmt, mapping, split, max_line_bytes)]
-    if log.n_errors and strict: raise DataError(log.problems, log=log)
-    if log.counts and verbose:
-        print(f"dropped {log.bad_rows} bad row(s), kept {len(examples)}.\n{log.report(3)}")
-    if not examples and log.counts: raise DataError(log.problems, log=log)
-    if not examples: raise DataError.about(data, "no examples: the source is empty")
-    return examples
+    rows = iter_examples(data, log, fmt, mapping, split, max_line_bytes)
+    return kept_rows(rows, log, data, "examples", strict, verbose)
 
 # %% ../nbs/01_data.ipynb #c301c75c
 def _render(tok, messages, **kw) -> str:

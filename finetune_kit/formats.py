@@ -18,8 +18,8 @@ from .sample_data import sample_path
 
 # %% auto #0
 __all__ = ['FORMATS', 'PREFERENCE_FORMATS', 'ROLES', 'MAX_LINE_BYTES', 'Records', 'Problem', 'ProblemLog', 'DataError',
-           'detect_format', 'detect_preference_format', 'convert_record', 'check_message', 'check_example', 'to_chat',
-           'resolve_data_path', 'load_hub_dataset', 'iter_records', 'iter_examples', 'data_kind']
+           'kept_rows', 'detect_format', 'detect_preference_format', 'convert_record', 'check_message', 'check_example',
+           'to_chat', 'resolve_data_path', 'load_hub_dataset', 'iter_records', 'iter_examples', 'data_kind']
 
 # %% ../nbs/api/07_formats.ipynb #97f5aa23
 @dataclass
@@ -79,6 +79,18 @@ class DataError(FinetuneKitError):
     def about(cls, source: str | Path, reason: str, field: str = "(file)") -> DataError:
         "A problem with a whole file or source (no line): `DataError.about(path, 'file not found: ...')`."
         return cls([Problem(str(source), 0, field, reason)])
+
+# %% ../nbs/api/07_formats.ipynb #daf743ed
+def kept_rows(rows, log: ProblemLog, source, what: str,  # `what`: the rows' name in messages, e.g. "examples"
+              strict: bool = True, verbose: bool = True) -> list:
+    """The rows of `(line, row)` pairs a reader yields: strict, a `DataError` on any error; lenient, the bad rows
+    dropped and (`verbose`) reported; a `DataError` when none is left."""
+    kept = [r for _, r in rows]
+    if log.n_errors and strict: raise DataError(log.problems, log=log)
+    if log.counts and verbose: print(f"dropped {log.bad_rows} bad row(s), kept {len(kept)}.\n{log.report(3)}")
+    if not kept and log.counts: raise DataError(log.problems, log=log)
+    if not kept: raise DataError.about(source, f"no {what}: the source is empty")
+    return kept
 
 # %% ../nbs/api/07_formats.ipynb #9d7e236f
 FORMATS = {"chat": {"messages"}, "sharegpt": {"conversations"}, "alpaca": {"instruction", "output"},

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, ProgressCallback, set_seed
 
-from .config import (ConfigError, FinetuneConfig, auto_evaluation, load_config, resolve_auto,
+from .config import (ConfigError, FinetuneConfig, auto_evaluation, load_config, resolve_auto, resolve_config,
                                  smoke_cap, smoke_limits)
-from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, check_message, detect_format,
+from .formats import (PREFERENCE_FORMATS, DataError, Problem, ProblemLog, kept_rows, check_message, detect_format,
                                   detect_preference_format, iter_records)
 from .data import ChatCollator, encode_chat
 from .splits import split_examples
@@ -131,12 +131,7 @@ def load_pairs(data,  # path, `sample:NAME`, `datasets` object or list of record
               ) -> list[dict]:
     "Read preference pairs as `{prompt, chosen, rejected}`; strict: raise `DataError` on any error, else drop bad rows."
     log = ProblemLog()
-    pairs = [p for _, p in iter_pairs(data, log, fmt)]
-    if log.n_errors and strict: raise DataError(log.problems, log=log)
-    if log.counts and verbose: print(f"dropped {log.bad_rows} bad row(s), kept {len(pairs)}.\n{log.report(3)}")
-    if not pairs and log.counts: raise DataError(log.problems, log=log)
-    if not pairs: raise DataError.about(data, "no preference pairs: the source is empty")
-    return pairs
+    return kept_rows(iter_pairs(data, log, fmt), log, data, "preference pairs", strict, verbose)
 
 # %% ../nbs/api/14_preference.ipynb #8bf7929b
 def encode_pair(tok, pair: dict, max_seq_len: int = 512) -> dict:
@@ -357,9 +352,7 @@ def train_preference(
     **overrides,  # settings that win over `cfg`'s, e.g. `epochs=2`
 ) -> Path:
     "DPO on preference pairs, on the model setup of `train` (LoRA by default); returns the run folder."
-    if cfg is None: cfg = FinetuneConfig(**overrides)
-    else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
-    cfg = smoke_limits(cfg)
+    cfg = smoke_limits(resolve_config(cfg, **overrides))
     resolve_beta(beta)  # a bad beta fails before any data or model loads
     new_run_dir(cfg)  # fail now on an existing run
     pairs = load_pairs(cfg.data, strict=cfg.strict_data, fmt=cfg.data_format)

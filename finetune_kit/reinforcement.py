@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from transformers import ProgressCallback, TrainerCallback, set_seed
 
-from finetune_kit.config import ConfigError, FinetuneConfig, load_config, parse_duration, resolve_auto, smoke_cap, \
-    smoke_limits
-from .formats import DataError, Problem, ProblemLog, check_message, iter_records
+from .config import (ConfigError, FinetuneConfig, load_config, parse_duration, resolve_auto,
+                                 resolve_config, smoke_cap, smoke_limits)
+from .formats import Problem, ProblemLog, check_message, iter_records, kept_rows
 from .splits import split_examples
 from .model import (count_parameters, decode_replies, generate_replies, load_model, pick_device,
                                 pick_precision, reply_settings, setup_strategy)
@@ -81,12 +81,7 @@ def load_prompts(data,  # path, `sample:NAME`, `datasets` object or list of reco
                 ) -> list[dict]:
     "Read RFT lines as `{messages, item}`; strict: raise `DataError` on any error, else drop bad rows."
     log = ProblemLog()
-    prompts = [p for _, p in iter_prompts(data, log, grader)]
-    if log.n_errors and strict: raise DataError(log.problems, log=log)
-    if log.counts and verbose: print(f"dropped {log.bad_rows} bad row(s), kept {len(prompts)}.\n{log.report(3)}")
-    if not prompts and log.counts: raise DataError(log.problems, log=log)
-    if not prompts: raise DataError.about(data, "no prompts: the source is empty")
-    return prompts
+    return kept_rows(iter_prompts(data, log, grader), log, data, "prompts", strict, verbose)
 
 # %% ../nbs/api/16_reinforcement.ipynb #3c620990
 def split_prompts(prompts: list[dict], val_size: float = 0.1, test_size: float = 0.1, seed: int = 0) -> dict:
@@ -417,9 +412,7 @@ def train_reinforcement(
 ) -> Path:
     "GRPO with a grader's rewards, on the model setup of `train` (LoRA by default); returns the run folder."
     started = time.time()
-    if cfg is None: cfg = FinetuneConfig(**overrides)
-    else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
-    cfg = smoke_limits(cfg)
+    cfg = smoke_limits(resolve_config(cfg, **overrides))
     grader = validate_grader(grader)  # a bad grader, setting or strategy fails before any data or model loads
     s = (settings or ReinforceSettings()).check()
     _needs_adapter(cfg, s)

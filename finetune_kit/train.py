@@ -12,7 +12,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .core import library_quiet
-from .config import ConfigError, FinetuneConfig, load_config, smoke_cap, smoke_limits
+from .config import ConfigError, FinetuneConfig, load_config, resolve_config, smoke_cap, smoke_limits
 from .cleaning import CleanOptions, clean_steps
 from .data import load_examples
 from .splits import load_splits
@@ -48,9 +48,7 @@ def train(
 ) -> Path:
     "Fine-tune as `cfg` (an object or a YAML file; default settings if None) says; returns the run folder."
     started = time.time()
-    if cfg is None: cfg = FinetuneConfig(**overrides)
-    else: cfg = load_config(cfg, **overrides) if isinstance(cfg, (str, Path)) else cfg.replace(**overrides)
-    cfg = smoke_limits(cfg)
+    cfg = smoke_limits(resolve_config(cfg, **overrides))
     _check_scheduler(cfg.lr_scheduler)
     clean_options(cfg)  # an unknown step fails here, before any data loads
     main = main_process(cfg.device).is_main_process
